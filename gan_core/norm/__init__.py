@@ -1,0 +1,42 @@
+"""Critic normalizations usable on any critic: SAN, spectral norm (SN) and BSSN.
+
+Public API::
+
+    san_constant(weight, input_size, ratio=1.0, generator=None) -> Tensor   # ||W||_{0,inf}, Lemma 1
+    san_gain(ratio, num_filters) -> float                                    # eq. 9
+    conv_spectral_norm(weight, input_size, stride=1) -> Tensor               # exact operator norm
+    apply_critic_norm(module, kind, **options) -> module                     # "none" | "sn" | "bssn" | "san"
+    refresh_norm_constants(module)                                           # once per critic step
+    norm_constants(module) -> dict                                           # for logging
+
+See ../shared/docs/ALGORITHMS.md (a), (b) for the maths and the choices made.
+"""
+
+from .apply import NORM_KINDS, apply_critic_norm, norm_constants, refresh_norm_constants
+from .bidirectional import BidirectionalSpectralNorm
+from .exact import conv_spectral_norm
+from .padding import circular_pad2d, is_circular, set_conv_padding
+from .san_layer import SparsityAwareNorm
+from .sparsity_aware import kernel_peaks, legacy_san_constant, sample_kernel_block, san_constant, san_gain
+from .spectral import SpectralNorm, power_iteration, spectral_sigma
+
+__all__ = [
+    "NORM_KINDS",
+    "BidirectionalSpectralNorm",
+    "SparsityAwareNorm",
+    "SpectralNorm",
+    "apply_critic_norm",
+    "circular_pad2d",
+    "conv_spectral_norm",
+    "is_circular",
+    "kernel_peaks",
+    "legacy_san_constant",
+    "norm_constants",
+    "power_iteration",
+    "refresh_norm_constants",
+    "sample_kernel_block",
+    "san_constant",
+    "san_gain",
+    "set_conv_padding",
+    "spectral_sigma",
+]

@@ -1,0 +1,187 @@
+"""Attach a critic normalization to every Conv2d / Linear of a module, and refresh it once per step.
+
+``apply_critic_norm(D, "san")`` converts D in place (ALGORITHMS.md b.4):
+
+| kind   | Conv2d                                              | Linear             |
+|--------|-----------------------------------------------------|--------------------|
+| none   | unchanged (padding option only)                     | unchanged          |
+| sn     | SN_w (power iteration on the (out, in*kh*kw) view)  | SN                 |
+| bssn   | scale * W / mean of the two reshaped spectral norms | SN times scale     |
+| san    | circular padding + SAN (``W / s``)                  | SN (as the paper)  |
+
+Every normalization is a ``torch.nn.utils.parametrize`` parametrization of ``weight``: the raw weight
+is the only parameter (``parametrizations.weight.original``), all constants and power-iteration vectors
+are buffers in ``state_dict``. ``refresh_norm_constants(D)`` runs one power-iteration step (SN, BSSN)
+and one SAN refresh per call; training loops call it once per critic step, before the critic's forward
+passes. A SAN layer that never computed its constant computes it on first use, in any mode.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .bidirectional import BidirectionalSpectralNorm
+from .padding import PADDING_MODES, set_conv_padding
+from .san_layer import SparsityAwareNorm, mix_seed
+from .sparsity_aware import SAN_STRIDED_MODES
+from .spectral import SpectralNorm
+
+__all__ = ["NORM_KINDS", "apply_critic_norm", "norm_constants", "refresh_norm_constants"]
+
+NORM_KINDS: dict[str, tuple[str, ...]] = {
+    "none": ("padding",),
+    "sn": ("padding", "eps", "seed"),
+    "bssn": ("scale", "padding", "eps", "seed"),
+    "san": ("ratio", "gain", "update_every", "momentum", "legacy_fft_norm", "strided", "eps", "seed", "padding"),
+}
+_NORM_CLASSES = (SparsityAwareNorm, SpectralNorm, BidirectionalSpectralNorm)
+
+
+def _validate(kind: str, options: dict) -> dict:
+    if kind not in NORM_KINDS:
+        raise ValueError(f"unknown critic norm kind {kind!r}; accepted: {', '.join(NORM_KINDS)}")
+    unknown = sorted(set(options) - set(NORM_KINDS[kind]))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for kind {kind!r}; accepted: {', '.join(NORM_KINDS[kind])}"
+        )
+    opts = dict(options)
+    padding = opts.setdefault("padding", "circular" if kind == "san" else "zeros")
+    if padding not in PADDING_MODES:
+        raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
+    if kind == "san" and padding != "circular":
+        raise ValueError("SAN needs circular padding (Lemma 1 holds for cyclic convolution); got padding='zeros'")
+    if "eps" in opts and not (float(opts["eps"]) >= 0):
+        raise ValueError(f"eps must be >= 0, got {opts['eps']}")
+    if "scale" in opts and not (float(opts["scale"]) > 0):
+        raise ValueError(f"scale must be > 0, got {opts['scale']}")
+    if kind == "san":
+        ratio = float(opts.get("ratio", 1.0))
+        if not (0.0 < ratio <= 1.0):
+            raise ValueError(f"ratio must be in (0, 1] (fraction of kernel pairs), got {ratio}")
+        gain = opts.get("gain", 1.0)
+        if gain != "auto" and (isinstance(gain, str) or not (float(gain) > 0) or math.isinf(float(gain))):
+            raise ValueError(f"gain must be a positive number or 'auto', got {gain!r}")
+        every = opts.get("update_every", 1)
+        if isinstance(every, bool) or int(every) != every or int(every) < 1:
+            raise ValueError(f"update_every must be an integer >= 1 (critic steps), got {every!r}")
+        mu = float(opts.get("momentum", 0.0))
+        if not (0.0 <= mu < 1.0):
+            raise ValueError(f"momentum must be in [0, 1), got {mu}")
+        if opts.get("strided", "bound") not in SAN_STRIDED_MODES:
+            raise ValueError(f"strided must be one of {SAN_STRIDED_MODES}, got {opts['strided']!r}")
+        if not isinstance(opts.get("legacy_fft_norm", False), bool):
+            raise ValueError(f"legacy_fft_norm must be a bool, got {opts['legacy_fft_norm']!r}")
+    return opts
+
+
+def _check_free(name: str, layer: nn.Module) -> None:
+    if parametrize.is_parametrized(layer, "weight") or hasattr(layer, "weight_orig"):
+        raise ValueError(
+            f"layer {name or '<root>'} ({type(layer).__name__}) already has a weight normalization; "
+            "apply_critic_norm needs plain layers"
+        )
+
+
+def apply_critic_norm(module: nn.Module, kind: str, **options) -> nn.Module:
+    """Convert every ``nn.Conv2d`` and ``nn.Linear`` inside ``module`` (itself included) in place.
+
+    Args:
+        module: the critic (or any sub-module / single layer).
+        kind: ``"none" | "sn" | "bssn" | "san"``.
+        **options: per kind (unknown ones raise ``ValueError`` listing the accepted ones):
+            none / sn / bssn: ``padding`` = ``"zeros"`` (default) or ``"circular"``; sn, bssn: ``eps``;
+            bssn: ``scale`` (default 1.0, multiplies conv and linear weights).
+            san: ``ratio`` (fraction r of kernel pairs, default 1), ``gain`` (float, default 1, or
+            ``"auto"`` = eq. 9 per layer), ``update_every`` (critic steps, default 1), ``momentum``
+            (EMA, default 0, bias-free first value), ``legacy_fft_norm`` (official port's quantity,
+            default False), ``strided`` (``"bound"`` default or ``"exact"``), ``eps`` (1e-8).
+            sn, bssn, san: ``seed`` (default 0): power-iteration vectors and SAN draws come from a
+            per-layer generator seeded by it and the layer's name, never from the global RNG, so DDP
+            ranks agree without broadcasting buffers.
+
+    Returns:
+        ``module`` (converted in place).
+    """
+    opts = _validate(kind, options)
+    padding = opts.pop("padding")
+    seed = int(opts.pop("seed", 0))
+    layers = [(n, m) for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for name, layer in layers:
+        _check_free(name, layer)
+    for name, layer in layers:
+        # every random draw (power-iteration vectors, SAN subsets) comes from a per-layer seed, never from
+        # the global RNG: ranks that seed their RNGs differently still hold identical constants
+        layer_seed = mix_seed(seed, zlib.crc32(name.encode()))
+        gen = torch.Generator().manual_seed(layer_seed)
+        if isinstance(layer, nn.Conv2d):
+            set_conv_padding(layer, padding)
+            if kind == "sn":
+                norm = SpectralNorm(layer.weight, generator=gen, **opts)
+            elif kind == "bssn":
+                norm = BidirectionalSpectralNorm(layer.weight, generator=gen, **opts)
+            elif kind == "san":
+                norm = SparsityAwareNorm(layer, seed=layer_seed, **opts)
+            else:
+                continue
+            # unsafe: skip the trial forward at registration (it would run the first-use initialisation
+            # before DDP synchronises the weights); shapes and dtypes are preserved by construction
+            parametrize.register_parametrization(layer, "weight", norm, unsafe=True)
+            if kind == "san":
+                layer.register_forward_pre_hook(norm.observe_input)
+        elif kind != "none":
+            sn_opts = {k: v for k, v in opts.items() if k in (("eps", "scale") if kind == "bssn" else ("eps",))}
+            if kind == "san":
+                sn_opts = {}
+            norm = SpectralNorm(layer.weight, generator=gen, **sn_opts)
+            parametrize.register_parametrization(layer, "weight", norm, unsafe=True)
+    return module
+
+
+def _norm_layers(module: nn.Module):
+    for name, layer in module.named_modules():
+        if parametrize.is_parametrized(layer, "weight"):
+            for p in layer.parametrizations.weight:
+                if isinstance(p, _NORM_CLASSES):
+                    yield name, layer, p
+
+
+@torch.no_grad()
+def refresh_norm_constants(module: nn.Module) -> int:
+    """One refresh of every normalized layer in ``module``: call once per critic step.
+
+    SN / BSSN: one power-iteration step. SAN: recompute ``s`` (on every ``update_every``-th call) for
+    the current weights on the layer's recorded input grid. Works on DDP-wrapped modules; every rank
+    computes the same values from the same weights and the same (seeded) sampling draw.
+
+    Returns:
+        The number of layers whose constants were recomputed.
+    """
+    count = 0
+    for _, layer, norm in _norm_layers(module):
+        count += bool(norm.refresh(layer.parametrizations.weight.original))
+    return count
+
+
+@torch.no_grad()
+def norm_constants(module: nn.Module) -> dict[str, float]:
+    """Current normalization constant of every normalized layer, for logging (forces a device sync).
+
+    SAN: ``s`` (gain and EMA included); SN: sigma; BSSN: mean of the two sigmas (the scale is separate).
+    """
+    out = {}
+    for name, layer, norm in _norm_layers(module):
+        w = layer.parametrizations.weight.original
+        if isinstance(norm, SparsityAwareNorm):
+            out[name] = float(norm.s)
+        elif isinstance(norm, BidirectionalSpectralNorm):
+            s_out, s_in = norm.sigmas(w)
+            out[name] = float(0.5 * (s_out + s_in))
+        else:
+            out[name] = float(norm.u @ (w.flatten(1).float() @ norm.v))
+    return out

@@ -1,0 +1,232 @@
+"""SAN as a weight parametrization of a circular-padded Conv2d: ``weight -> weight / s``.
+
+``s = g * ||W||_{0,inf} + eps`` (optionally an EMA of it) is a buffer, refreshed explicitly once per
+critic step by ``refresh_norm_constants`` (ALGORITHMS.md a.4, "explicit refresh") and treated as a
+constant by autograd, so the gradient reaching the raw weight is the normal gradient divided by s.
+The layer records its input size with a forward pre-hook: the constant is defined on that grid.
+
+State (all in ``state_dict``, under ``parametrizations.weight.0.``): ``s``, ``initialized``,
+``input_size``, ``seed`` and ``draws`` (the subset drawn at a refresh is a function of (seed, draws):
+identical on every DDP rank and reproduced exactly on resume), ``refreshes`` (the ``update_every``
+counter). The per-kernel peaks and reference weights of the certified incremental computation (see
+``sparsity_aware``) are a cache kept outside the state: a reloaded layer rebuilds it on its next
+refresh with the same result.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import torch
+from torch import nn
+
+from .sparsity_aware import (
+    SAN_STRIDED_MODES,
+    _certified_max,
+    _check_grid,
+    _chunk_rows,
+    _pair,
+    _peak_config,
+    kernel_peaks,
+    legacy_san_constant,
+    sample_kernel_block,
+    san_gain,
+)
+
+__all__ = ["SparsityAwareNorm", "mix_seed"]
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(seed: int, draw: int) -> int:
+    """splitmix64 of (seed, draw): independent 63-bit generator seeds for successive draws."""
+    z = (seed * 0x9E3779B97F4A7C15 + (draw + 1) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) & ((1 << 63) - 1)
+
+
+class _PeakCache:
+    """Reference kernels and their exact per-kernel peaks, for the certified incremental maximum."""
+
+    def __init__(self) -> None:
+        self.key = None
+        self.kernels: torch.Tensor | None = None  # (m*n, kh, kw) float32
+        self.peaks: torch.Tensor | None = None  # (m*n,) float32
+        self.known: torch.Tensor | None = None  # (m*n,) bool: entry computed at least once
+
+    def maximum(self, weight: torch.Tensor, key, peaks_of, chunk_rows: int, flat_idx=None) -> torch.Tensor:
+        m, n, kh, kw = weight.shape
+        kernels = weight.reshape(m * n, kh, kw)
+        if self.key != key:
+            self.key = key
+            self.kernels = torch.zeros_like(kernels)
+            self.peaks = torch.zeros(m * n, dtype=torch.float32, device=weight.device)
+        if flat_idx is None:
+            value, idx, vals = _certified_max(kernels, peaks_of, self.kernels, self.peaks, chunk_rows)
+        else:
+            value, idx, vals = _certified_max(
+                kernels[flat_idx], peaks_of, self.kernels[flat_idx], self.peaks[flat_idx], chunk_rows
+            )
+            idx = flat_idx[idx]
+        self.kernels.index_copy_(0, idx, kernels[idx])
+        self.peaks.index_copy_(0, idx, vals)
+        return value
+
+
+class SparsityAwareNorm(nn.Module):
+    """Parametrization ``W -> W / s`` with s the SAN constant of the conv it is registered on.
+
+    Args:
+        conv: the Conv2d it will be registered on (for its kernel, stride and dilation).
+        ratio: fraction r of kernel pairs sampled per refresh (paper semantics; 1 = exact).
+        gain: compensation g (float), or ``"auto"`` for eq. 9 with this layer's m*n and sampled count.
+        update_every: recompute at every k-th refresh (critic step).
+        momentum: EMA factor mu: ``s <- mu s + (1 - mu) (g c + eps)``; the first value is ``g c + eps``.
+        legacy_fft_norm: use the official torch.fft port's quantity (ALGORITHMS.md a.6), A/B only.
+        strided: ``"bound"`` (stride-1 formula, default) or ``"exact"`` (aliased RMS, even grids).
+        eps: added to the constant.
+        seed: seed of the sampling draws. Deterministic, not taken from torch's global RNG, so that every
+            DDP rank draws the same subsets even when buffers are not broadcast (``apply_critic_norm``
+            derives one per layer from its ``seed`` option and the layer's name).
+    """
+
+    def __init__(
+        self,
+        conv: nn.Conv2d,
+        *,
+        ratio: float = 1.0,
+        gain: float | str = 1.0,
+        update_every: int = 1,
+        momentum: float = 0.0,
+        legacy_fft_norm: bool = False,
+        strided: str = "bound",
+        eps: float = 1e-8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        m, n, kh, kw = conv.weight.shape
+        self.ratio = float(ratio)
+        self.stride = _pair(conv.stride)
+        self.dilation = _pair(conv.dilation)
+        self.kernel_size = (kh, kw)
+        self.update_every = int(update_every)
+        self.momentum = float(momentum)
+        self.legacy_fft_norm = bool(legacy_fft_norm)
+        if strided not in SAN_STRIDED_MODES:
+            raise ValueError(f"strided must be one of {SAN_STRIDED_MODES}, got {strided!r}")
+        self.strided = strided
+        self.eps = float(eps)
+        if gain == "auto":
+            root = math.sqrt(self.ratio)
+            sampled = max(1, math.floor(root * m + 0.5)) * max(1, math.floor(root * n + 0.5))
+            self.gain = san_gain(min(1.0, sampled / (m * n)), m * n)
+        else:
+            self.gain = float(gain)
+        self.gain_option = gain
+        self.register_buffer("s", torch.ones((), dtype=torch.float32))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("input_size", torch.zeros(2, dtype=torch.int64))
+        self.register_buffer("seed", torch.tensor(int(seed), dtype=torch.int64))
+        self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("refreshes", torch.zeros((), dtype=torch.int64))
+        # Python mirrors of small buffers read on every forward or refresh (no device sync). The seed is
+        # read from its buffer at each draw instead: DDP overwrites buffers with rank 0's at wrap time.
+        self._initialized = False
+        self._size: tuple[int, int] | None = None
+        self._draws = 0
+        self._refreshes = 0
+        self._cache = _PeakCache()
+        self._warned_stride = False
+
+    def extra_repr(self) -> str:
+        return (
+            f"ratio={self.ratio}, gain={self.gain:.4g}, update_every={self.update_every}, "
+            f"momentum={self.momentum}, strided={self.strided!r}, legacy_fft_norm={self.legacy_fft_norm}"
+        )
+
+    # -- the parametrization -------------------------------------------------------------------------
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        # clone: a later in-place refresh must not invalidate a graph that saved s
+        return weight / self.s.clone()
+
+    # -- constant maintenance ------------------------------------------------------------------------
+    def observe_input(self, module: nn.Module, args) -> None:
+        """Forward pre-hook: record the input grid; compute s on first use, or when the grid changes
+        in training mode (eval mode keeps the stored constant)."""
+        size = tuple(args[0].shape[-2:])
+        if not self._initialized or (module.training and size != self._size):
+            self._set_size(size)
+            self._compute(module.parametrizations.weight.original)
+
+    def refresh(self, weight: torch.Tensor) -> bool:
+        """One critic step: recompute s if this is an ``update_every``-th step. Returns True if it did."""
+        due = self._refreshes % self.update_every == 0
+        self._refreshes += 1
+        self.refreshes.fill_(self._refreshes)
+        if not due or self._size is None:  # grid unknown until the first forward, which computes s
+            return False
+        self._compute(weight)
+        return True
+
+    def _set_size(self, size: tuple[int, int]) -> None:
+        self._size = (int(size[0]), int(size[1]))
+        self.input_size.copy_(torch.tensor(self._size, dtype=torch.int64))
+
+    def generator_for_next_draw(self) -> torch.Generator:
+        return torch.Generator().manual_seed(mix_seed(int(self.seed), self._draws))
+
+    @torch.no_grad()
+    def constant(self, weight: torch.Tensor) -> torch.Tensor:
+        """||W||_{0,inf} (no gain, no EMA) of ``weight`` on the recorded grid, with this layer's draw."""
+        H, W = _check_grid(weight, self._size, self.dilation)
+        m, n = weight.shape[:2]
+        rows = cols = None
+        if self.ratio < 1.0:
+            rows, cols = sample_kernel_block(m, n, self.ratio, self.generator_for_next_draw())
+        with torch.autocast(weight.device.type, enabled=False):
+            w = weight.detach().float()
+            if self.legacy_fft_norm:
+                if rows is not None:
+                    w = w.index_select(0, rows.to(w.device)).index_select(1, cols.to(w.device))
+                return legacy_san_constant(w, (H, W))
+            exact, _ = _peak_config(self.kernel_size, (H, W), self.stride, self.dilation, self.strided)
+            if self.strided == "exact" and self.stride != (1, 1) and not exact and not self._warned_stride:
+                warnings.warn(
+                    f"SAN strided='exact' needs the {H}x{W} grid divisible by the stride {self.stride}; "
+                    "using the stride-1 bound for this layer",
+                    stacklevel=3,
+                )
+                self._warned_stride = True
+            peaks_of = functools.partial(
+                kernel_peaks, input_size=(H, W), stride=self.stride, dilation=self.dilation, strided=self.strided
+            )
+            flat_idx = None
+            if rows is not None:
+                rows, cols = rows.to(w.device), cols.to(w.device)
+                flat_idx = (rows[:, None] * n + cols[None, :]).reshape(-1)
+            key = (H, W, exact, w.device, tuple(w.shape))
+            return self._cache.maximum(w, key, peaks_of, _chunk_rows((H, W)), flat_idx)
+
+    @torch.no_grad()
+    def _compute(self, weight: torch.Tensor) -> None:
+        c = self.constant(weight)
+        new = c * self.gain + self.eps
+        if self._initialized and self.momentum > 0:
+            new = self.s * self.momentum + (1.0 - self.momentum) * new
+        self.s.copy_(new)
+        self._draws += 1
+        self.draws.fill_(self._draws)
+        self._initialized = True
+        self.initialized.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._initialized = bool(self.initialized)
+        size = tuple(int(v) for v in self.input_size.tolist())
+        self._size = size if self._initialized or any(size) else None
+        self._draws = int(self.draws)
+        self._refreshes = int(self.refreshes)
+        self._cache = _PeakCache()

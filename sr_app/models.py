@@ -1,0 +1,136 @@
+"""SAN-SRGAN networks: the SRGAN-style generator (ALGORITHMS.md c.1) and the 10-conv + 2-FC critic (c.2).
+
+Generator: LR image (B, 3, h, w) in [0, 1] -> SR image (B, 3, 4h, 4w), nominally in [0, 1] (not clamped
+during training). 1,521,667 parameters in the default configuration.
+Critic: HR-sized image (B, 3, H, W) in [0, 1], H, W >= crop -> (B, 1) logits. 14,204,609 parameters
+with BatchNorm. Its normalization (none / sn / bssn / san) and padding are attached by
+``gan_core.norm.apply_critic_norm``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gan_core.norm import apply_critic_norm
+
+__all__ = ["SRCritic", "SRGenerator"]
+
+
+class _ResBlock(nn.Module):
+    """conv3x3 -> ReLU -> conv3x3, plus identity; no BN, no bias, no activation after the sum."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class SRGenerator(nn.Module):
+    """Official ``g_srgan`` (SRResNet-like, no BN, no long skip), x4 by two PixelShuffle(2) stages.
+
+    Output = network(x) + bilinear x``scale`` upsampling of x (align_corners=False).
+
+    Args:
+        channels: feature width (64).
+        num_blocks: residual blocks (16).
+        scale: 2 or 4 (one PixelShuffle(2) stage per factor 2).
+    """
+
+    def __init__(self, channels: int = 64, num_blocks: int = 16, scale: int = 4) -> None:
+        super().__init__()
+        if scale not in (2, 4):
+            raise ValueError(f"scale must be 2 or 4, got {scale}")
+        self.scale = scale
+        self.image_to_features = nn.Conv2d(3, channels, 5, 1, 2)
+        self.features = nn.Sequential(*[_ResBlock(channels) for _ in range(num_blocks)])
+        ups = []
+        for _ in range(int(math.log2(scale))):
+            ups += [nn.Conv2d(channels, channels * 4, 3, 1, 1), nn.PixelShuffle(2), nn.LeakyReLU(0.1)]
+        self.upsampler = nn.Sequential(*ups)
+        self.hrconv = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.features_to_image = nn.Conv2d(channels, 3, 5, 1, 2)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = F.leaky_relu(self.image_to_features(x), 0.1)
+        f = self.upsampler(self.features(f))
+        f = F.leaky_relu(self.hrconv(f), 0.1)
+        base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return self.features_to_image(f) + base
+
+
+class SRCritic(nn.Module):
+    """Official ``d_sanvanilla``: random crop, 5 blocks of (conv3x3/s1 -> BN -> LReLU, conv4x4/s2 -> BN ->
+    LReLU) with widths min(512, 64 * 2^i), then Linear(512*4*4, 64) -> LReLU -> Linear(64, 1).
+
+    Args:
+        critic_norm: ``"san" | "sn" | "bssn" | "none"`` (through ``gan_core.norm.apply_critic_norm``).
+        padding: ``"circular"`` or ``"zeros"`` (SAN requires circular).
+        batch_norm: BatchNorm after every conv (official: True). Without it every conv has a bias.
+        num_blocks: 5 -> crop 4 * 2^5 = 128.
+        width: channels of the first block (64); block i has min(8 * width, width * 2^i).
+        seed: seed of the crop generator (its state is part of the critic's RNG state).
+        **norm_options: passed to ``apply_critic_norm`` (e.g. ``ratio``, ``gain``, ``scale``).
+
+    Crop: one offset per call shared by the batch, drawn uniformly over all valid positions in training
+    mode (inclusive range, ALGORITHMS.md f.15); the centre crop in eval mode.
+    """
+
+    def __init__(
+        self,
+        critic_norm: str = "san",
+        padding: str = "circular",
+        batch_norm: bool = True,
+        num_blocks: int = 5,
+        width: int = 64,
+        seed: int = 0,
+        **norm_options,
+    ) -> None:
+        super().__init__()
+        self.crop = 4 * 2**num_blocks
+        layers: list[nn.Module] = []
+        cin = 3
+        for i in range(num_blocks):
+            c = min(8 * width, width * 2**i)
+            bias = i == 0 or not batch_norm
+            for conv in (nn.Conv2d(cin, c, 3, 1, 1, bias=bias), nn.Conv2d(c, c, 4, 2, 1, bias=bias)):
+                layers.append(conv)
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(c))
+                layers.append(nn.LeakyReLU(0.1))
+            cin = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(cin * 4 * 4, 64), nn.LeakyReLU(0.1), nn.Linear(64, 1))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.crop_generator = torch.Generator().manual_seed(int(seed))
+        apply_critic_norm(self, critic_norm, padding=padding, **norm_options)
+
+    def random_crop(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        if H < self.crop or W < self.crop:
+            raise ValueError(f"critic input {H}x{W} is smaller than its {self.crop}x{self.crop} crop")
+        if self.training:
+            top = int(torch.randint(0, H - self.crop + 1, (1,), generator=self.crop_generator))
+            left = int(torch.randint(0, W - self.crop + 1, (1,), generator=self.crop_generator))
+        else:
+            top, left = (H - self.crop) // 2, (W - self.crop) // 2
+        return x[..., top : top + self.crop, left : left + self.crop]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(self.random_crop(x))
+        return self.head(f.flatten(1))
