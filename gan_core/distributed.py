@@ -1,0 +1,97 @@
+"""torchrun / DDP helpers: process-group setup from the environment, rank-aware logging, seeding.
+
+``torchrun --nproc_per_node K <command>`` sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT; without
+them everything runs as a single process (rank 0 of 1) and no process group is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "all_reduce_flag", "barrier", "cleanup", "init_distributed", "seed_everything", "unwrap"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 - immutable value
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    if name in ("auto", ""):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} requested but CUDA is not available to this torch build")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Initialise the default process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = _pick_device(device, local)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local, dev)
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_flag(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is True on any rank (so that all ranks take the same branch)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global RNG other libraries may use
+    torch.manual_seed(seed)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DDP (or DataParallel) wrapper."""
+    return getattr(model, "module", model)
+
+
+def rank_zero_logger(name: str, info: DistInfo) -> logging.Logger:
+    """A logger that is silent on ranks other than 0."""
+    logger = logging.getLogger(name)
+    if not info.is_main:
+        logger.setLevel(logging.ERROR)
+    return logger

@@ -1,0 +1,209 @@
+"""One resolver for every weight file the project needs (pretrained feature nets, released models).
+
+Order (ECOSYSTEM.md 3.6): an explicit path; then the logical name looked up in ``weights/manifest.json``
+(file, sha256, size, source URL, licence) inside the weights folders (``$SAN_WEIGHTS_DIR`` if set, else
+``./weights`` and this repository's ``weights/``); then the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``, where torchvision puts the same files); then a download from the
+manifest URL when the machine is online (into the hub cache through a temporary file, SHA-256 checked
+before the atomic rename). Files found by name are always SHA-256 checked; a mismatch is an error, never
+a silent fallback. When nothing works the error says which file is needed, its size and hash, where to
+put it and where to get it. ``SAN_GAN_OFFLINE=1`` forbids downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "WeightSpec",
+    "WeightsError",
+    "load_manifest",
+    "resolve_weights",
+    "sha256_file",
+    "weights_dirs",
+    "weights_status",
+]
+
+REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+class WeightsError(FileNotFoundError):
+    """A weight file is missing, unreadable or does not match its manifest entry."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    name: str
+    file: str
+    sha256: str
+    size: int
+    url: str = ""
+    license: str = ""
+    description: str = ""
+    kind: str = ""  # "pretrained" (third-party feature nets) or "model" (released by this project)
+    config: str = ""  # released models: JSON config that rebuilds the network
+
+
+def weights_dirs() -> list[Path]:
+    """Folders searched by logical name, in order."""
+    env = os.environ.get("SAN_WEIGHTS_DIR")
+    if env:
+        return [Path(env)]
+    out = []
+    for d in (Path.cwd() / "weights", REPO_WEIGHTS):
+        if d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def hub_checkpoints_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def load_manifest(extra: Path | None = None) -> dict[str, WeightSpec]:
+    """Merged manifest entries (repository manifest first, then each weights folder's)."""
+    specs: dict[str, WeightSpec] = {}
+    candidates = [REPO_WEIGHTS / "manifest.json", *[d / "manifest.json" for d in weights_dirs()]]
+    if extra is not None:
+        candidates.append(extra)
+    seen = set()
+    for path in candidates:
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for name, entry in data.get("weights", {}).items():
+            specs[name] = WeightSpec(name=name, **entry)
+    return specs
+
+
+_VERIFIED: dict[tuple[str, int, float], str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file (memoised per path, size and mtime within the process)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime)
+    if key not in _VERIFIED:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _VERIFIED[key] = h.hexdigest()
+    return _VERIFIED[key]
+
+
+def _check(path: Path, spec: WeightSpec) -> Path:
+    size = path.stat().st_size
+    if spec.size and size != spec.size:
+        raise WeightsError(
+            f"{path} has {size} bytes but {spec.name} ({spec.file}) should have {spec.size}: truncated or a "
+            f"different file. Delete it and fetch it again from {spec.url or 'its source'}."
+        )
+    digest = sha256_file(path)
+    if spec.sha256 and digest != spec.sha256:
+        raise WeightsError(
+            f"{path} has SHA-256 {digest}, expected {spec.sha256} for {spec.name}: corrupt or a different file. "
+            f"Delete it and fetch it again from {spec.url or 'its source'}."
+        )
+    return path
+
+
+def _offline() -> bool:
+    return os.environ.get("SAN_GAN_OFFLINE", "") not in ("", "0")
+
+
+def _download(spec: WeightSpec, dest: Path, timeout: float = 20.0) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{spec.file}.", suffix=".part", dir=dest.parent)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as resp:
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                out.write(block)
+                h.update(block)
+        if spec.sha256 and h.hexdigest() != spec.sha256:
+            raise WeightsError(f"download of {spec.url} has SHA-256 {h.hexdigest()}, expected {spec.sha256}")
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
+
+
+def _missing_message(spec: WeightSpec, reason: str) -> str:
+    where = "\n".join(f"  - {d / spec.file}" for d in weights_dirs())
+    size = f"{spec.size / 2**20:.1f} MiB, " if spec.size else ""
+    return (
+        f"weights '{spec.name}' not found: {spec.file} ({size}sha256 {spec.sha256 or 'unknown'}).\n"
+        f"{spec.description + chr(10) if spec.description else ''}"
+        f"Put the file at one of:\n{where}\n  - {hub_checkpoints_dir() / spec.file} (torch hub cache)\n"
+        f"Source: {spec.url or 'n/a'}{' (licence: ' + spec.license + ')' if spec.license else ''}\n{reason}"
+    )
+
+
+def resolve_weights(name_or_path: str | os.PathLike, *, download: bool | None = None) -> Path:
+    """Path of a weight file by explicit path or manifest name (see module docstring for the order).
+
+    Args:
+        name_or_path: an existing file path, or a logical name from ``weights/manifest.json``.
+        download: allow downloading (default: yes unless ``SAN_GAN_OFFLINE=1``).
+
+    Raises:
+        WeightsError: missing (message says what and where), or a size / SHA-256 mismatch.
+    """
+    p = Path(name_or_path)
+    if p.suffix and (p.is_file() or os.sep in str(name_or_path) or "/" in str(name_or_path)):
+        if not p.is_file():
+            raise WeightsError(f"weights file not found: {p}")
+        return p
+    manifest = load_manifest()
+    name = str(name_or_path)
+    if name not in manifest:
+        if p.is_file():
+            return p
+        known = ", ".join(sorted(manifest)) or "none"
+        raise WeightsError(f"unknown weights name {name!r} and no such file; known names: {known}")
+    spec = manifest[name]
+    for d in weights_dirs():
+        if (d / spec.file).is_file():
+            return _check(d / spec.file, spec)
+    hub = hub_checkpoints_dir() / spec.file
+    if hub.is_file():
+        return _check(hub, spec)
+    if download is None:
+        download = not _offline()
+    if not spec.url:
+        raise WeightsError(_missing_message(spec, "It has no download URL: it must be produced or copied by hand."))
+    if not download:
+        raise WeightsError(_missing_message(spec, "Downloads are disabled (SAN_GAN_OFFLINE=1)."))
+    try:
+        return _download(spec, hub)
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        raise WeightsError(_missing_message(spec, f"Download failed (offline?): {e}")) from None
+
+
+def weights_status() -> list[dict]:
+    """One row per manifest entry: where it was found (if anywhere) and whether its hash matches."""
+    rows = []
+    for name, spec in sorted(load_manifest().items()):
+        found, ok, note = None, False, "missing"
+        for cand in [*(d / spec.file for d in weights_dirs()), hub_checkpoints_dir() / spec.file]:
+            if cand.is_file():
+                found = cand
+                try:
+                    _check(cand, spec)
+                    ok, note = True, "ok"
+                except WeightsError as e:
+                    note = str(e).split(":")[0] + ": hash/size mismatch"
+                break
+        rows.append({"name": name, "file": spec.file, "path": str(found) if found else "", "ok": ok, "status": note})
+    return rows

@@ -1,0 +1,164 @@
+"""SAN-SRGAN training configuration (defaults = the paper preset, ALGORITHMS.md c.6-c.7).
+
+Sections: ``data``, ``model``, ``loss``, ``optim``, ``train``, ``log``. Presets live in ``configs/``;
+any key can be overridden with ``--set section.key=value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gan_core.config import require
+
+__all__ = ["DataConfig", "LogConfig", "LossConfig", "ModelConfig", "OptimConfig", "SRTrainConfig", "TrainConfig"]
+
+
+@dataclass
+class DataConfig:
+    train_dirs: list[str] = field(default_factory=list)  # HR image folders (searched recursively)
+    val_dirs: list[str] = field(default_factory=list)  # EDSR layout (HR/ + LR_bicubic/X4/) or HR-only
+    scale: int = 4
+    lr_patch: int = 40  # LR crop; HR crop = lr_patch * scale (160)
+    hflip: bool = True
+    dequantize: bool = True  # x <- (255 x + U[0, 1)) / 256 on LR and HR (official loader, ALGORITHMS.md c.4)
+    cache_images: bool = True  # decode every image (and make its LR) once, keep them in memory
+    exclude: list[str] = field(default_factory=list)  # file stems to leave out (e.g. 302003: Set5 'woman')
+    num_workers: int = 0
+    val_max_size: int = 0  # centre-crop validation HR images to at most this many pixels a side (0 = whole)
+
+    def __post_init__(self) -> None:
+        require(self.scale in (2, 4), "data.scale", f"must be 2 or 4, got {self.scale}")
+        require(self.lr_patch >= 8, "data.lr_patch", f"must be >= 8, got {self.lr_patch}")
+        require(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        require(self.val_max_size >= 0, "data.val_max_size", "must be >= 0")
+
+
+@dataclass
+class ModelConfig:
+    channels: int = 64
+    num_blocks: int = 16
+    init_scale: float = 1.0  # multiplies the generator's Kaiming init (official initialize_model's `scale`)
+    critic_norm: Literal["san", "sn", "bssn", "none"] = "san"
+    critic_padding: Literal["circular", "zeros"] = "circular"
+    critic_bn: bool = True
+    critic_blocks: int = 5  # crop = 4 * 2^blocks (128)
+    critic_width: int = 64
+    san_ratio: float = 1.0
+    san_gain: float | Literal["auto"] = 1.0
+    san_update_every: int = 1
+    san_momentum: float = 0.0
+    san_strided: Literal["bound", "exact"] = "bound"
+    san_legacy_fft_norm: bool = False
+    bssn_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self.channels >= 4, "model.channels", "must be >= 4")
+        require(self.num_blocks >= 0, "model.num_blocks", "must be >= 0")
+        require(self.init_scale > 0, "model.init_scale", "must be > 0")
+        require(self.critic_blocks >= 1, "model.critic_blocks", "must be >= 1")
+        require(self.critic_width >= 1, "model.critic_width", "must be >= 1")
+        require(0 < self.san_ratio <= 1, "model.san_ratio", f"must be in (0, 1], got {self.san_ratio}")
+        require(self.san_update_every >= 1, "model.san_update_every", "must be >= 1")
+        require(0 <= self.san_momentum < 1, "model.san_momentum", "must be in [0, 1)")
+        require(
+            self.critic_norm != "san" or self.critic_padding == "circular",
+            "model.critic_padding",
+            "SAN needs 'circular' padding (Lemma 1 holds for cyclic convolution)",
+        )
+
+    def critic_norm_options(self) -> dict:
+        if self.critic_norm == "san":
+            return dict(
+                ratio=self.san_ratio,
+                gain=self.san_gain,
+                update_every=self.san_update_every,
+                momentum=self.san_momentum,
+                strided=self.san_strided,
+                legacy_fft_norm=self.san_legacy_fft_norm,
+            )
+        if self.critic_norm == "bssn":
+            return dict(scale=self.bssn_scale)
+        return {}
+
+
+@dataclass
+class LossConfig:
+    pretrain_pixel: Literal["mse", "l1"] = "mse"  # stage pretrain (paper: MSE; official code: L1)
+    pixel: Literal["l1", "mse"] = "l1"  # content term of stage gan
+    content_weight: float = 1e-2
+    feature_weight: float = 1.0  # VGG-19 conv5_4 (pre-activation) L1; 0 trains without VGG
+    adv_weight: float = 1e-1
+    vgg_weights: str = "vgg19"  # manifest name or path of torchvision's vgg19-dcbb9e9d.pth
+
+    def __post_init__(self) -> None:
+        for k in ("content_weight", "feature_weight", "adv_weight"):
+            require(getattr(self, k) >= 0, f"loss.{k}", "must be >= 0")
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas_g: tuple[float, float] = (0.5, 0.9)
+    betas_d: tuple[float, float] = (0.5, 0.9)
+    milestones: list[float] = field(default_factory=lambda: [0.125, 0.25, 0.5, 0.75])  # fractions of steps
+    gamma: float = 0.5
+    d_steps_per_g: int = 1
+
+    def __post_init__(self) -> None:
+        require(self.lr_g > 0 and self.lr_d > 0, "optim.lr_g", "learning rates must be > 0")
+        for k in ("betas_g", "betas_d"):
+            b = getattr(self, k)
+            require(all(0 <= x < 1 for x in b), f"optim.{k}", f"betas must be in [0, 1), got {b}")
+        require(all(0 < m < 1 for m in self.milestones), "optim.milestones", "fractions in (0, 1)")
+        require(0 < self.gamma <= 1, "optim.gamma", "must be in (0, 1]")
+        require(self.d_steps_per_g >= 1, "optim.d_steps_per_g", "must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    stage: Literal["pretrain", "gan"] = "gan"
+    init_from: str = ""  # stage gan: checkpoint of a pretrain run (its EMA generator is used)
+    steps: int = 400_000
+    batch_size: int = 32  # global batch (divided over DDP ranks)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 where the hardware runs it fast
+    channels_last: bool = True
+    ema_decay: float = 0.999
+    max_nonfinite: int = 10  # consecutive non-finite losses before stopping with a checkpoint
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, "train.steps", "must be >= 1")
+        require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        require(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
+        require(self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1")
+        ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:") or self.device == "mps"
+        require(ok, "train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+
+@dataclass
+class LogConfig:
+    log_every: int = 100
+    eval_every: int = 5000
+    save_every: int = 5000
+    sample_every: int = 5000
+    keep_last: int = 3
+    niqe: bool = False  # NIQE in validation (slower; needs pyiqa)
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        for k in ("log_every", "eval_every", "save_every", "sample_every", "keep_last"):
+            require(getattr(self, k) >= 1, f"log.{k}", "must be >= 1")
+
+
+@dataclass
+class SRTrainConfig:
+    name: str = "sr_paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)

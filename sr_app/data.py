@@ -1,0 +1,281 @@
+"""SR data: HR image folders -> aligned (LR, HR) crops; validation sets; MATLAB-compatible bicubic.
+
+Training samples (ALGORITHMS.md c.4): the HR image is cropped to a multiple of the scale, its LR is the
+MATLAB ``imresize(hr, 1/scale, 'bicubic')`` of the whole image (quantized to 8 bits, as a saved LR file
+would be), and a sample is an aligned random crop (LR ``lr_patch``, HR ``lr_patch * scale``), flipped
+horizontally with p = 0.5, optionally with de-quantization noise ``(255 x + U[0, 1)) / 256`` on both.
+Each sample's randomness is a function of (seed, epoch, index) only, so batches do not depend on the
+number of loader workers and a resumed run sees exactly the samples it would have seen.
+
+Tensors are float32 (C, H, W) RGB in [0, 1]. Grayscale inputs become RGB.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SRTrainDataset",
+    "SRValDataset",
+    "TrainSampler",
+    "bicubic_downscale",
+    "list_images",
+    "load_rgb",
+]
+
+log = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def bicubic_downscale(hr: torch.Tensor, scale: int, uint8_intermediate: bool = True) -> torch.Tensor:
+    """MATLAB-compatible ``imresize(hr, 1/scale, 'bicubic')`` (antialiased cubic kernel, a = -0.5).
+
+    The two 1-D passes are pyiqa's PyTorch port of MATLAB's imresize (``pyiqa.matlab_utils.resize``, from
+    Sanghyun Son's bicubic_pytorch): height first, then width, symmetric borders. MATLAB resizing a
+    uint8 image keeps its intermediate in uint8, so with ``uint8_intermediate`` (default) the result of
+    the height pass is rounded to 8 bits; this matches the MATLAB-made Set5 / Set14 LR files on ~98.7% of
+    pixels (without it: ~89%). PIL / torch bicubic differ more: they do not antialias the same way.
+
+    Args:
+        hr: (B, C, H, W) or (C, H, W) float tensor in [0, 1] (8-bit data); H, W multiples of ``scale``.
+        scale: integer downscaling factor.
+        uint8_intermediate: round the intermediate to 8 bits as MATLAB does for uint8 images.
+
+    Returns:
+        Float tensor (same rank) of size ceil(H / scale) x ceil(W / scale) in [0, 1] (not quantized).
+    """
+    from pyiqa.matlab_utils.resize import resize_1d
+
+    if hr.dim() not in (3, 4):
+        raise ValueError(f"expected (C, H, W) or (B, C, H, W), got {tuple(hr.shape)}")
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    if scale == 1:
+        return hr.clone()
+    squeeze = hr.dim() == 3
+    x = hr.unsqueeze(0) if squeeze else hr
+    B, C, H, W = x.shape
+    y = x.float().reshape(B * C, 1, H, W) * 255.0
+    y = resize_1d(y, -2, size=math.ceil(H / scale), scale=1.0 / scale)
+    if uint8_intermediate:
+        y = y.round().clamp_(0, 255)
+    y = resize_1d(y, -1, size=math.ceil(W / scale), scale=1.0 / scale)
+    y = (y / 255.0).reshape(B, C, y.shape[-2], y.shape[-1])
+    return y[0] if squeeze else y
+
+
+def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
+    """Image files (png/jpg/jpeg/bmp/webp, any case) under ``root``, sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
+    it = root.rglob("*") if recursive else root.glob("*")
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image as (H, W, 3) uint8 RGB: EXIF orientation applied; gray, palette, alpha (dropped),
+    CMYK and 16-bit modes converted."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float64)
+            arr = np.clip(arr / (65535.0 if arr.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            return np.repeat(arr[..., None], 3, axis=2)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _to_tensor(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _mod_crop(arr: np.ndarray, scale: int) -> np.ndarray:
+    h, w = arr.shape[:2]
+    return arr[: h - h % scale, : w - w % scale]
+
+
+def _make_lr_u8(hr_u8: torch.Tensor, scale: int) -> torch.Tensor:
+    lr = bicubic_downscale(hr_u8.float().div(255.0), scale)
+    return lr.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class SRTrainDataset(Dataset):
+    """Aligned random (LR, HR) crops from HR image folders (see module docstring).
+
+    Indexing: ``dataset[(epoch, index)]`` (what :class:`TrainSampler` yields) or ``dataset[index]``
+    (epoch 0). Returns ``{"lr": (3, p, p), "hr": (3, p*s, p*s), "index": int}``.
+
+    Raises:
+        ValueError: no usable image (the message counts files found, too small and unreadable).
+    """
+
+    def __init__(
+        self,
+        roots: Sequence[str | Path],
+        scale: int = 4,
+        lr_patch: int = 40,
+        hflip: bool = True,
+        dequantize: bool = True,
+        seed: int = 0,
+        cache: bool = True,
+        exclude: Sequence[str] = (),
+    ) -> None:
+        self.scale, self.lr_patch, self.hr_patch = scale, lr_patch, lr_patch * scale
+        self.hflip, self.dequantize, self.seed, self.cache = hflip, dequantize, int(seed), cache
+        files: list[Path] = []
+        for r in roots:
+            if not Path(r).exists():
+                raise ValueError(f"training folder not found: {r}")
+            files += list_images(r)
+        excluded = set(exclude)
+        files = [f for f in files if f.stem not in excluded]
+        self.files: list[Path] = []
+        self._hr: list[torch.Tensor] = []
+        self._lr: list[torch.Tensor] = []
+        too_small, self.unreadable = [], []
+        for f in files:
+            try:  # decoded once even without the cache: a file that fails later would stop training
+                arr = _mod_crop(load_rgb(f), scale)
+                h, w = arr.shape[:2]
+            except Exception as e:
+                log.warning("skipping unreadable image %s (%s: %s)", f, type(e).__name__, e)
+                self.unreadable.append(f)
+                continue
+            if min(h, w) < self.hr_patch:
+                too_small.append(f)
+                continue
+            self.files.append(f)
+            if cache:
+                hr = _to_tensor(arr)
+                self._hr.append(hr)
+                self._lr.append(_make_lr_u8(hr, scale))
+        self.too_small = too_small
+        if too_small:
+            log.warning(
+                "skipping %d image(s) smaller than the %dx%d HR crop (e.g. %s)",
+                len(too_small),
+                self.hr_patch,
+                self.hr_patch,
+                too_small[0],
+            )
+        if not self.files:
+            where = ", ".join(str(r) for r in roots) or "(no folder given)"
+            raise ValueError(
+                f"no usable training image in {where}: {len(files)} image file(s) found, {len(too_small)} smaller "
+                f"than the {self.hr_patch}px HR crop, {len(self.unreadable)} unreadable"
+            )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _pair(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache:
+            return self._lr[i], self._hr[i]
+        hr = _to_tensor(_mod_crop(load_rgb(self.files[i]), self.scale))
+        return _make_lr_u8(hr, self.scale), hr
+
+    def __getitem__(self, key) -> dict:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        lr, hr = self._pair(int(i))
+        rng = np.random.default_rng([self.seed, int(epoch), int(i)])
+        p, s = self.lr_patch, self.scale
+        top = int(rng.integers(0, lr.shape[1] - p + 1))
+        left = int(rng.integers(0, lr.shape[2] - p + 1))
+        lr = lr[:, top : top + p, left : left + p].float()
+        hr = hr[:, top * s : (top + p) * s, left * s : (left + p) * s].float()
+        if self.hflip and rng.random() < 0.5:
+            lr, hr = lr.flip(-1), hr.flip(-1)
+        if self.dequantize:
+            lr = (lr + torch.from_numpy(rng.random(lr.shape, dtype=np.float32))) / 256.0
+            hr = (hr + torch.from_numpy(rng.random(hr.shape, dtype=np.float32))) / 256.0
+        else:
+            lr, hr = lr / 255.0, hr / 255.0
+        return {"lr": lr.contiguous(), "hr": hr.contiguous(), "index": int(i)}
+
+
+class TrainSampler(Sampler):
+    """Endless ``(epoch, index)`` stream for one rank: each epoch's order is ``DistributedSampler``'s
+    (shuffled with ``seed + epoch``, sharded over ranks, padded to equal length), and the stream starts
+    after ``start`` samples of this rank (exact resume)."""
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0, start: int = 0) -> None:
+        self.inner = DistributedSampler(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.per_epoch = len(self.inner)
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, skip = divmod(self.start, self.per_epoch)
+        while True:
+            self.inner.set_epoch(epoch)
+            for k, i in enumerate(self.inner):
+                if k >= skip:
+                    yield epoch, int(i)
+            epoch, skip = epoch + 1, 0
+
+    def __len__(self) -> int:  # endless; DataLoader only needs it for len(), which the trainer never asks
+        return 2**62
+
+
+class SRValDataset(Dataset):
+    """Validation / benchmark folder: EDSR layout ``HR/`` + ``LR_bicubic/X{scale}/<stem>x{scale}.png``, or
+    HR-only (LR made by :func:`bicubic_downscale`). HR is cropped to a multiple of the scale.
+
+    Items: ``{"name": stem, "lr": (3, h, w), "hr": (3, h*s, w*s)}`` float32 in [0, 1].
+    """
+
+    def __init__(self, root: str | Path, scale: int = 4, max_size: int = 0) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"validation folder not found: {root}")
+        self.root, self.scale, self.name = root, scale, root.name
+        edsr = (root / "HR").is_dir()
+        hr_dir = root / "HR" if edsr else root
+        self.lr_dir = root / "LR_bicubic" / f"X{scale}"
+        self.files = [f for f in list_images(hr_dir) if "LR_bicubic" not in f.relative_to(root).parts]
+        if not self.files:
+            raise ValueError(f"no images in validation folder {root}")
+        self.max_size = max_size
+        self._items: list[dict] = []
+        for f in self.files:
+            hr = _to_tensor(_mod_crop(load_rgb(f), scale))
+            lr_file = self.lr_dir / f"{f.stem}x{scale}.png"
+            if edsr and lr_file.is_file():
+                lr = _to_tensor(load_rgb(lr_file))
+                if tuple(lr.shape[1:]) != (hr.shape[1] // scale, hr.shape[2] // scale):
+                    raise ValueError(
+                        f"{lr_file} is {lr.shape[2]}x{lr.shape[1]} but its HR {f.name} (cropped to a multiple of "
+                        f"{scale}) needs {hr.shape[2] // scale}x{hr.shape[1] // scale}"
+                    )
+            else:
+                lr = _make_lr_u8(hr, scale)
+            if max_size and max(hr.shape[1:]) > max_size:
+                lr, hr = self._centre_crop(lr, hr)
+            self._items.append({"name": f.stem, "lr": lr.float() / 255.0, "hr": hr.float() / 255.0})
+
+    def _centre_crop(self, lr: torch.Tensor, hr: torch.Tensor):
+        s = self.scale
+        m = self.max_size // s
+        h, w = lr.shape[1:]
+        top, left = max(0, (h - m) // 2), max(0, (w - m) // 2)
+        lr = lr[:, top : top + m, left : left + m]
+        return lr, hr[:, top * s : (top + lr.shape[1]) * s, left * s : (left + lr.shape[2]) * s]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self._items[i]
+
+
+def epoch_length(dataset_size: int, world_size: int) -> int:
+    """Samples per rank per epoch (DistributedSampler pads to equal length)."""
+    return math.ceil(dataset_size / world_size)
