@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-fast lint format bench clean
+.PHONY: install test test-fast lint format bench demo clean
 
 # (re)install when pyproject.toml changes; torch is not pinned: pip picks the one torchvision requires
 $(VENV)/.installed: pyproject.toml
@@ -28,6 +28,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# offline: draws its own test image, upscales it with the default model in weights/, writes demo/*.png
+demo: install
+	$(PY) -m sr_app.demo --out demo
 
 bench: install
 	$(PY) benchmarks/norm_overhead.py

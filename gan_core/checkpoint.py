@@ -94,8 +94,11 @@ class CheckpointManager:
         self.folder = Path(folder)
         self.keep_last = max(1, int(keep_last))
 
-    def save(self, state: dict, step: int, is_best: bool = False) -> Path:
-        path = atomic_torch_save(state, self.folder / f"step_{step:08d}.pt")
+    def save(self, state: dict, step: int, is_best: bool = False, step_file: bool = True) -> Path:
+        """Write ``step_XXXXXXXX.pt`` (unless ``step_file`` is False) and, if ``is_best``, ``best.pt``."""
+        path = self.folder / "best.pt"
+        if step_file:
+            path = atomic_torch_save(state, self.folder / f"step_{step:08d}.pt")
         if is_best:
             atomic_torch_save(state, self.folder / "best.pt")
         old = sorted(self.folder.glob("step_*.pt"), key=_step_of)[: -self.keep_last]

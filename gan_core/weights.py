@@ -54,12 +54,10 @@ class WeightSpec:
 
 
 def weights_dirs() -> list[Path]:
-    """Folders searched by logical name, in order."""
+    """Folders searched by logical name, in order: ``$SAN_WEIGHTS_DIR``, ``./weights``, the repository's."""
     env = os.environ.get("SAN_WEIGHTS_DIR")
-    if env:
-        return [Path(env)]
-    out = []
-    for d in (Path.cwd() / "weights", REPO_WEIGHTS):
+    out: list[Path] = []
+    for d in ([Path(env)] if env else []) + [Path.cwd() / "weights", REPO_WEIGHTS]:
         if d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out
@@ -72,7 +70,8 @@ def hub_checkpoints_dir() -> Path:
 def load_manifest(extra: Path | None = None) -> dict[str, WeightSpec]:
     """Merged manifest entries (repository manifest first, then each weights folder's)."""
     specs: dict[str, WeightSpec] = {}
-    candidates = [REPO_WEIGHTS / "manifest.json", *[d / "manifest.json" for d in weights_dirs()]]
+    # the repository's manifest first: entries of user folders (listed first in weights_dirs) override it
+    candidates = [REPO_WEIGHTS / "manifest.json", *[d / "manifest.json" for d in reversed(weights_dirs())]]
     if extra is not None:
         candidates.append(extra)
     seen = set()

@@ -1,4 +1,4 @@
-"""Command-line entry points of SAN-SRGAN: ``sr-train`` (and, later, ``sr-infer`` / ``sr-eval``)."""
+"""Command-line entry points of SAN-SRGAN: ``sr-train``, ``sr-infer``, ``sr-eval``, ``sr-export``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from gan_core.config import ConfigError, load_config, to_dict
 
 from .config import SRTrainConfig
 
-__all__ = ["train_main"]
+__all__ = ["eval_main", "export_main", "infer_main", "train_main"]
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -98,6 +98,194 @@ def _dry_run(cfg: SRTrainConfig, run_dir: Path) -> int:
     except ValueError as e:
         print(f"sr-train: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+# -- sr-infer --------------------------------------------------------------------------------------
+def _infer_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sr-infer",
+        description="Upscale images x4 with a SAN-SRGAN / SRResNet-style generator (default: the model in "
+        "weights/). Bad files are reported and skipped; outputs are written atomically.",
+    )
+    p.add_argument("-i", "--input", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder")
+    p.add_argument("-n", "--model", metavar="NAME", help="model name from weights/manifest.json (default model)")
+    p.add_argument("--weights", type=Path, metavar="PATH", help="model file: .safetensors (+ .json) or sr-train .pt")
+    p.add_argument("-s", "--outscale", type=float, help="final scale: extra high-quality resize after the x4 net")
+    p.add_argument("-t", "--tile", default="auto", help="tile size in input pixels; 0 = no tiling; auto (default)")
+    p.add_argument("--tile-pad", type=int, default=None, help="context pixels around each tile (default 24)")
+    p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("-g", "--gpu-id", type=int, help="alias of --device cuda:N")
+    p.add_argument("--ext", choices=["auto", "png", "jpg", "webp"], default="auto", help="output format")
+    p.add_argument("--suffix", default="out", help="output name <stem>_<suffix>.<ext> (default: out)")
+    p.add_argument("--recursive", action="store_true", help="recurse into folders and mirror their tree")
+    p.add_argument("--skip-existing", action="store_true", help="leave existing outputs alone (no error)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--max-pixels", type=float, default=100e6, help="refuse inputs above this many pixels (1e8)")
+    p.add_argument("--ref", type=Path, metavar="DIR", help="reference images (matched by stem): PSNR/SSIM/LPIPS")
+    p.add_argument("--no-niqe", action="store_true", help="do not compute NIQE")
+    p.add_argument("--report", type=Path, metavar="FILE", help="write per-image results to FILE.json or FILE.csv")
+    p.add_argument("--list-models", action="store_true", help="list the models in weights/ and exit")
+    return p
+
+
+def _list_models() -> int:
+    from gan_core.weights import load_manifest, weights_status
+
+    from .infer import load_manifest_default
+
+    status = {r["name"]: r for r in weights_status()}
+    try:
+        default = load_manifest_default()
+    except FileNotFoundError:
+        default = ""
+    models = [s for s in load_manifest().values() if s.kind == "model"]
+    if not models:
+        print("no models in weights/manifest.json")
+        return 1
+    for spec in models:
+        st = status.get(spec.name, {})
+        mark = "*" if spec.name == default else " "
+        print(f"{mark} {spec.name:<32} {st.get('status', '?'):<8} {spec.file}  {spec.description}")
+    print("(* = default)")
+    return 0
+
+
+def infer_main(argv: list[str] | None = None) -> int:
+    parser = _infer_parser()
+    args = parser.parse_args(argv)
+    if args.list_models:
+        return _list_models()
+    if not args.input or args.output is None:
+        parser.error("-i/--input and -o/--output are required")
+    if args.overwrite and args.skip_existing:
+        parser.error("--overwrite and --skip-existing exclude each other")
+    tile = args.tile
+    if tile != "auto":
+        try:
+            tile = int(tile)
+        except ValueError:
+            parser.error(f"--tile must be auto or an integer, got {tile!r}")
+        if tile < 0 or 0 < tile < 32:
+            parser.error("--tile must be 0 (no tiling) or at least 32")
+    device = f"cuda:{args.gpu_id}" if args.gpu_id is not None else args.device
+    precision = "fp32" if args.fp32 else args.precision
+    if args.ref is not None and not args.ref.is_dir():
+        parser.error(f"--ref folder not found: {args.ref}")
+    if args.report is not None and args.report.suffix.lower() not in (".json", ".csv"):
+        parser.error("--report must end in .json or .csv")
+
+    from gan_core.runtime import tune_cpu_allocator
+
+    from .batch import BatchOptions, collect_inputs, print_table, run_batch, write_report
+    from .infer import DEFAULT_TILE_PAD, Upscaler
+
+    tune_cpu_allocator()
+    try:
+        up = Upscaler.from_pretrained(
+            args.weights or args.model, device, precision, tile, args.tile_pad or DEFAULT_TILE_PAD
+        )
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        print(f"sr-infer: cannot load the model: {e}", file=sys.stderr)
+        return 2
+
+    def log(msg: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)
+
+    files, missing = collect_inputs(args.input, args.recursive)
+    for arg, reason in missing:
+        log(f"error: {arg}: {reason}")
+    log(
+        f"sr-infer: model {up.name} (x{up.scale}), device {up.device}, precision {up.precision_name}"
+        f"{' + channels_last' if up.channels_last else ''}, tile {tile}, {len(files)} input(s)"
+    )
+    opts = BatchOptions(
+        outdir=args.output, suffix=args.suffix, ext=args.ext, recursive=args.recursive,
+        skip_existing=args.skip_existing, overwrite=args.overwrite, outscale=args.outscale,
+        max_pixels=int(args.max_pixels), ref_dir=args.ref, niqe=not args.no_niqe, report=args.report,
+    )  # fmt: skip
+    summary = run_batch(files, up, opts, log)
+    summary.failed[:0] = missing
+    means = print_table(summary.rows) if summary.rows else {}
+    if args.report is not None:
+        meta = {"model": up.name, "scale": up.scale, "device": str(up.device), "precision": up.precision_name,
+                "protocol": {"psnr_ssim": "8-bit, BT.601 studio-range Y, crop = scale, SSIM 11x11 sigma 1.5",
+                             "niqe": "pyiqa NIQE, LIVE parameters, same Y, crop = scale"}}  # fmt: skip
+        write_report(args.report, summary, means, meta)
+    log(f"sr-infer: {summary.done} written, {summary.skipped} skipped, {len(summary.failed)} failed")
+    for src, err in summary.failed:
+        log(f"  failed: {src}: {err.split(': ', 1)[-1] if err.startswith(src) else err}")
+    return summary.exit_code
+
+
+# -- sr-eval ----------------------------------------------------------------------------------------
+def eval_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="sr-eval",
+        description="Benchmark protocol (Y-PSNR/SSIM, NIQE, LPIPS) of a model and of bicubic on SR datasets.",
+    )
+    p.add_argument("--weights", type=Path, help="model file (.safetensors + .json, or sr-train .pt)")
+    p.add_argument("-n", "--model", help="model name from weights/manifest.json (default model)")
+    p.add_argument("--data", nargs="+", type=Path, required=True, help="EDSR-layout or HR-only folders")
+    p.add_argument("--out", type=Path, default=Path("eval"), help="folder for results.json and the plot")
+    p.add_argument("--json", type=Path, help="results file (default OUT/results.json)")
+    p.add_argument("--plot", type=Path, help="perception-distortion plot (default OUT/perception_distortion.png)")
+    p.add_argument("--save-images", action="store_true", help="also write the SR images under OUT/")
+    p.add_argument("--no-niqe", action="store_true")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-t", "--tile", default="auto")
+    args = p.parse_args(argv)
+    missing = [d for d in args.data if not d.is_dir()]
+    if missing:
+        p.error(f"dataset folder not found: {missing[0]}")
+
+    from gan_core.runtime import tune_cpu_allocator
+
+    from .evaluate import evaluate_datasets, plot_perception_distortion, print_eval_table, save_json
+    from .infer import Upscaler
+
+    tune_cpu_allocator()
+    tile = int(args.tile) if str(args.tile).isdigit() else "auto"
+    try:
+        up = Upscaler.from_pretrained(args.weights or args.model, args.device, args.precision, tile)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        print(f"sr-eval: cannot load the model: {e}", file=sys.stderr)
+        return 2
+    print(f"sr-eval: model {up.name} (x{up.scale}) on {up.device}, {up.precision_name}", file=sys.stderr)
+    result = evaluate_datasets(up, args.data, niqe=not args.no_niqe,
+                               save_dir=args.out / "images" if args.save_images else None,
+                               log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    json_path = args.json or args.out / "results.json"
+    save_json(result, json_path)
+    plot = plot_perception_distortion(result, args.plot or args.out / "perception_distortion.png")
+    print(print_eval_table(result))
+    print(f"results: {json_path}" + (f", plot: {plot}" if plot else ""), file=sys.stderr)
+    return 0
+
+
+# -- sr-export --------------------------------------------------------------------------------------
+def export_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="sr-export",
+        description="Release the EMA generator of an sr-train checkpoint as safetensors + JSON config.",
+    )
+    p.add_argument("checkpoint", type=Path, help="sr-train checkpoint (.pt), e.g. runs/x/ckpt/best.pt")
+    p.add_argument("out", type=Path, help="output path (.safetensors; the .json config is written beside it)")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16, half the size)")
+    p.add_argument("--name", help="model name recorded in the config")
+    p.add_argument("--command", help="training command recorded in the config")
+    args = p.parse_args(argv)
+    from .infer import export_generator
+
+    extra = {k: v for k, v in (("name", args.name), ("training_command", args.command)) if v}
+    path = export_generator(args.checkpoint, args.out, fp16=not args.fp32, extra=extra)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 
 

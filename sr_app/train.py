@@ -418,7 +418,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
         f"{cfg.model.critic_norm} ({cfg.model.critic_padding} padding)" if gan else "none (stage pretrain)",
     )
 
-    def checkpoint(step: int, is_best: bool = False) -> None:
+    def checkpoint(step: int, is_best: bool = False, step_file: bool = True) -> None:
         rng = [_rng_state(D)]
         if info.enabled:
             rng = [None] * info.world_size
@@ -440,7 +440,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
         }
         if D is not None:
             payload.update(D=gdist.unwrap(D).state_dict(), opt_d=opt_d.state_dict(), sched_d=sched_d.state_dict())
-        path = ckpts.save(payload, step, is_best)
+        path = ckpts.save(payload, step, is_best, step_file)
         log.info("checkpoint %s%s", path, " (best)" if is_best else "")
 
     def validate(step: int) -> dict:
@@ -540,13 +540,13 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
                     format_eta(eta),
                 )
                 totals, n_logged = {}, 0
+            is_best = False
             if step % cfg.log.eval_every == 0 or step == cfg.train.steps:
                 out = validate(step)
-                last_val = out["results"]
-                if out["improved"]:
-                    checkpoint(step, is_best=True)
-            if step % cfg.log.save_every == 0 or step == end:
-                checkpoint(step)
+                last_val, is_best = out["results"], out["improved"]
+            save_due = step % cfg.log.save_every == 0 or step == end
+            if save_due or is_best:
+                checkpoint(step, is_best=is_best, step_file=save_due)
     except KeyboardInterrupt:
         log.warning("interrupted at step %d; writing a checkpoint (resume with --resume auto)", step)
         checkpoint(step)

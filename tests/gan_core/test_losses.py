@@ -54,7 +54,13 @@ def test_vgg_features_match_torchvision(vgg_weights):
 
 
 def test_vgg_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
+    from gan_core import weights
+
     monkeypatch.setenv("SAN_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # a developer's own weights/vgg19 file must not hide the error path
+    repo_manifest = weights.REPO_WEIGHTS / "manifest.json"
+    (tmp_path / "manifest.json").write_bytes(repo_manifest.read_bytes())
+    monkeypatch.setattr(weights, "REPO_WEIGHTS", tmp_path / "no-repo-weights")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("SAN_GAN_OFFLINE", "1")
     with pytest.raises(WeightsError, match=r"(?s)vgg19-dcbb9e9d\.pth .*Put the file at one of"):

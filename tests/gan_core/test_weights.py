@@ -27,6 +27,8 @@ def fake_manifest(tmp_path, monkeypatch):
     monkeypatch.setenv("SAN_WEIGHTS_DIR", str(wdir))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("SAN_GAN_OFFLINE", raising=False)
+    monkeypatch.chdir(tmp_path)  # isolate from ./weights and the repository's weights/
+    monkeypatch.setattr(W, "REPO_WEIGHTS", tmp_path / "no-repo-weights")
     return wdir, payload, entry
 
 

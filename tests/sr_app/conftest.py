@@ -47,3 +47,24 @@ def val_folder(tmp_path) -> Path:
     root = tmp_path / "val"
     write_images(root, [(64, 64), (48, 56)], seed=100)
     return root
+
+
+@pytest.fixture
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny SRGenerator (8 channels, 1 block) with random weights, released like a real model
+    (safetensors + JSON config) by the test itself: the numbers it produces mean nothing."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from sr_app.models import SRGenerator
+
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    G = SRGenerator(channels=8, num_blocks=1, init_scale=0.1)
+    save_file({k: v.half() for k, v in G.state_dict().items()}, str(folder / "tiny.safetensors"))
+    config = {"architecture": "SRGenerator", "kwargs": {"channels": 8, "num_blocks": 1, "scale": 4}, "scale": 4,
+              "name": "tiny-test"}  # fmt: skip
+    (folder / "tiny.json").write_text(json.dumps(config))
+    return folder / "tiny.safetensors"

@@ -1,0 +1,144 @@
+"""sr-eval: the SR benchmark protocol on EDSR-layout (or HR-only) folders, model beside bicubic.
+
+Per dataset and method: mean Y-PSNR / Y-SSIM (8-bit outputs, BT.601 studio-range Y, crop = scale; see
+``gan_core.metrics.psnr_ssim``), NIQE (same Y, crop = scale, LIVE parameters) and LPIPS (AlexNet, when
+its trunk is present locally). The bicubic row is MATLAB's ``imresize(lr, scale, 'bicubic')``. Results go
+to JSON (with the protocol written inside) and a perception-distortion plot (NIQE vs SSIM, as in the SAN
+paper's Fig. 9).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gan_core.metrics import psnr, ssim
+
+from .data import SRValDataset
+
+__all__ = ["PROTOCOL", "bicubic_upscale", "evaluate_datasets", "plot_perception_distortion"]
+
+PROTOCOL = {
+    "psnr_ssim": "8-bit outputs; Y of ITU-R BT.601 studio-range YCbCr (MATLAB rgb2ycbcr, float); crop = scale; "
+    "SSIM 11x11 Gaussian sigma 1.5 (valid); mean over images",
+    "niqe": "pyiqa NIQE, LIVE modelparameters.mat, same Y channel, crop = scale",
+    "lpips": "lpips 0.1, AlexNet trunk, RGB in [0, 1] (skipped when the trunk is not available)",
+    "lr": "EDSR layout LR_bicubic/X{scale} when present, else MATLAB-compatible bicubic of the HR (mod-cropped)",
+    "bicubic": "MATLAB-compatible imresize(lr, scale, 'bicubic')",
+}
+
+
+def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """MATLAB ``imresize(lr, scale, 'bicubic')`` (pyiqa port), (B, C, h, w) in [0, 1] -> clamped result."""
+    from pyiqa.matlab_utils import imresize
+
+    return imresize(lr, scale=scale).clamp(0, 1)
+
+
+def evaluate_datasets(upscaler, folders: list[Path], niqe: bool = True, lpips: bool | None = None,
+                      save_dir: Path | None = None, log=print) -> dict:  # fmt: skip
+    """{"protocol", "model", "datasets": {name: {"model": means, "bicubic": means, "images": [...]}}}."""
+    from gan_core.metrics.lpips import LPIPS, lpips_available
+
+    niqe_fn = None
+    if niqe:
+        from gan_core.metrics.niqe import NIQE
+
+        niqe_fn = NIQE()
+    if lpips is None:
+        lpips = lpips_available()
+        if not lpips:
+            log("note: LPIPS skipped (alexnet-owt-7be5be79.pth not in weights/ or the torch hub cache)")
+    lpips_fn = LPIPS() if lpips else None
+    s = upscaler.scale
+    out = {"protocol": PROTOCOL, "model": upscaler.name, "scale": s, "precision": upscaler.precision_name,
+           "device": str(upscaler.device), "datasets": {}}  # fmt: skip
+    for folder in folders:
+        ds = SRValDataset(folder, s)
+        images = []
+        for item in ds:
+            hr = item["hr"][None]
+            sr = upscaler.upscale_array(item["lr"].permute(1, 2, 0).numpy(), np.float32)
+            sr = torch.from_numpy(sr).permute(2, 0, 1)[None]
+            bic = bicubic_upscale(item["lr"][None], s)
+            row = {"name": item["name"]}
+            for method, img in (("model", sr), ("bicubic", bic)):
+                m = {"psnr_y": float(psnr(img, hr, s)), "ssim_y": float(ssim(img, hr, s))}
+                if niqe_fn is not None:
+                    m["niqe"] = float(niqe_fn(img, crop_border=s)[0])
+                if lpips_fn is not None:
+                    m["lpips"] = float(lpips_fn(img, hr)[0])
+                row[method] = m
+            images.append(row)
+            if save_dir is not None:
+                from gan_core.image_io import write_image
+
+                write_image(save_dir / ds.name / f"{item['name']}_x{s}.png", sr[0].permute(1, 2, 0).numpy())
+        res = {"images": images, "count": len(images)}
+        for method in ("model", "bicubic"):
+            keys = images[0][method].keys()
+            res[method] = {k: float(np.mean([r[method][k] for r in images])) for k in keys}
+        out["datasets"][ds.name] = res
+        log(_format_row(ds.name, res))
+    return out
+
+
+def _format_row(name: str, res: dict) -> str:
+    def cells(m):
+        return "  ".join(f"{k} {v:.4f}" for k, v in m.items())
+
+    return f"{name} ({res['count']} images)\n  model:   {cells(res['model'])}\n  bicubic: {cells(res['bicubic'])}"
+
+
+def print_eval_table(result: dict) -> str:
+    cols = [
+        c for c in ("psnr_y", "ssim_y", "niqe", "lpips") if any(c in d["model"] for d in result["datasets"].values())
+    ]
+    head = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "niqe": "NIQE", "lpips": "LPIPS"}
+    lines = [f"| dataset | method | {' | '.join(head[c] for c in cols)} |", "|---|---|" + "---|" * len(cols)]
+    for name, d in result["datasets"].items():
+        for method in ("bicubic", "model"):
+            vals = " | ".join(f"{d[method][c]:.4f}" if c in d[method] else "-" for c in cols)
+            label = result["model"] if method == "model" else "bicubic"
+            lines.append(f"| {name} | {label} | {vals} |")
+    return "\n".join(lines)
+
+
+def plot_perception_distortion(result: dict, path: Path) -> Path | None:
+    """NIQE (perception, lower is better) vs SSIM (distortion, higher is better) per dataset and method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any("niqe" in d["model"] for d in result["datasets"].values()):
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    markers = {"model": "o", "bicubic": "s"}
+    for i, (name, d) in enumerate(result["datasets"].items()):
+        color = f"C{i}"
+        for method in ("bicubic", "model"):
+            m = d[method]
+            label = f"{name}: {result['model'] if method == 'model' else 'bicubic'}"
+            ax.scatter(m["ssim_y"], m["niqe"], marker=markers[method], color=color, s=60, label=label)
+        ax.annotate("", xy=(d["model"]["ssim_y"], d["model"]["niqe"]),
+                    xytext=(d["bicubic"]["ssim_y"], d["bicubic"]["niqe"]),
+                    arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.6})  # fmt: skip
+    ax.set_xlabel("SSIM (Y)  - higher is better")
+    ax.set_ylabel("NIQE  - lower is better")
+    ax.set_title(f"Perception-distortion, x{result['scale']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_json(result: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,342 @@
+"""Upscaling with a trained SAN-SRGAN / SRResNet-style generator: model loading and the Python API.
+
+    from sr_app import Upscaler
+    up = Upscaler.from_pretrained()                  # the default model in weights/
+    big = up.upscale(Image.open("photo.jpg"))        # PIL in, PIL out (numpy and tensors too)
+
+Released weights are a safetensors file plus a JSON config beside it that rebuilds the network
+(``{"architecture": "SRGenerator", "kwargs": {...}, "scale": 4, ...}``); ``from_pretrained`` also takes
+a manifest name or an ``sr-train`` checkpoint (its EMA generator). Precision ``auto``: bf16 +
+channels_last on CPUs with native bf16, fp16 on CUDA, fp32 otherwise. Large images are tiled with the
+image kept on the CPU; on CUDA out-of-memory the tile is halved and the image retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gan_core.runtime import autocast_dtype
+from gan_core.tiling import upscale_tiled
+from gan_core.weights import load_manifest, resolve_weights
+
+from .models import SRGenerator
+
+__all__ = ["DEFAULT_TILE_PAD", "Upscaler", "export_generator", "load_generator"]
+
+log = logging.getLogger(__name__)
+DEFAULT_TILE_PAD = 24  # input pixels of context per tile side; the generator's receptive field is ~36
+DEFAULT_OVERLAP = 8
+MIN_TILE = 32
+
+
+def _build(config: dict) -> SRGenerator:
+    arch = config.get("architecture", "SRGenerator")
+    if arch != "SRGenerator":
+        raise ValueError(f"unknown architecture {arch!r} in the model config (expected SRGenerator)")
+    kw = dict(config.get("kwargs", {}))
+    kw.pop("init_scale", None)
+    return SRGenerator(**kw)
+
+
+def _strip(state: dict) -> dict:
+    for prefix in ("module.", "netG."):
+        if state and all(k.startswith(prefix) for k in state if k != "n_averaged"):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k != "n_averaged"}
+    return {k: v for k, v in state.items() if k != "n_averaged"}
+
+
+def load_generator(name_or_path: str | Path | None = None) -> tuple[SRGenerator, dict]:
+    """(generator in eval mode, its config dict) from a manifest name, a safetensors file (with its JSON),
+    a folder holding ``model.safetensors`` + ``config.json``, or an ``sr-train`` checkpoint (.pt)."""
+    if name_or_path is None:
+        name_or_path = load_manifest_default()
+    p = Path(name_or_path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if p.suffix == ".pt" and p.is_file():
+        from gan_core.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(p)
+        cfg = ck["config"]
+        config = {
+            "architecture": "SRGenerator",
+            "kwargs": {
+                "channels": cfg["model"]["channels"],
+                "num_blocks": cfg["model"]["num_blocks"],
+                "scale": cfg["data"]["scale"],
+            },
+            "scale": cfg["data"]["scale"],
+            "name": p.stem,
+            "source": str(p),
+        }
+        G = _build(config)
+        G.load_state_dict(_strip(ck["G_ema"] if "G_ema" in ck else ck["G"]))
+        return G.eval(), config
+    if p.suffix != ".safetensors":
+        p = resolve_weights(name_or_path)
+        spec = load_manifest().get(str(name_or_path))
+        cfg_path = p.parent / spec.config if spec is not None and spec.config else p.with_suffix(".json")
+    else:
+        if not p.is_file():
+            raise FileNotFoundError(f"model weights not found: {p}")
+        cfg_path = p.with_suffix(".json") if p.with_suffix(".json").is_file() else p.parent / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{p}: its model config {cfg_path.name} is missing (it rebuilds the network)")
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    from safetensors.torch import load_file
+
+    G = _build(config)
+    state = {k: v.float() for k, v in load_file(str(p)).items()}
+    try:
+        G.load_state_dict(_strip(state))
+    except RuntimeError as e:
+        raise ValueError(f"{p} does not fit the architecture in {cfg_path.name}: {e}") from None
+    return G.eval(), config
+
+
+def load_manifest_default() -> str:
+    """Logical name of the default SR model (``default_sr_model`` in weights/manifest.json)."""
+    from gan_core.weights import weights_dirs
+
+    for d in weights_dirs():  # $SAN_WEIGHTS_DIR, ./weights, then the repository's
+        m = d / "manifest.json"
+        if m.is_file():
+            name = json.loads(m.read_text(encoding="utf-8")).get("default_sr_model")
+            if name:
+                return name
+    raise FileNotFoundError("no default SR model: weights/manifest.json has no 'default_sr_model'")
+
+
+def export_generator(checkpoint: str | Path, out: str | Path, fp16: bool = True, extra: dict | None = None) -> Path:
+    """Write the EMA generator of an ``sr-train`` checkpoint as ``out`` (.safetensors) + ``out``.json."""
+    from safetensors.torch import save_file
+
+    from gan_core.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    cfg = ck["config"]
+    state = _strip(ck["G_ema"])
+    dtype = torch.float16 if fp16 else torch.float32
+    out = Path(out).with_suffix(".safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.to(dtype).contiguous() for k, v in state.items()},
+        str(out),
+        metadata={"format": "san-gan/sr-generator/1", "scale": str(cfg["data"]["scale"])},
+    )
+    config = {
+        "architecture": "SRGenerator",
+        "kwargs": {
+            "channels": cfg["model"]["channels"],
+            "num_blocks": cfg["model"]["num_blocks"],
+            "scale": cfg["data"]["scale"],
+        },
+        "scale": cfg["data"]["scale"],
+        "dtype": "float16" if fp16 else "float32",
+        "training": {"step": ck["step"], "stage": cfg["train"]["stage"], "config": cfg},
+        **(extra or {}),
+    }
+    out.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def _pick_device(device: str) -> torch.device:
+    if device in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but this torch build has no CUDA")
+    return dev
+
+
+class Upscaler:
+    """A generator ready for inference on a device and precision, with tiling (see module docstring)."""
+
+    def __init__(
+        self,
+        model: SRGenerator,
+        config: dict | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        tile: int | str = "auto",
+        tile_pad: int = DEFAULT_TILE_PAD,
+    ) -> None:
+        self.device = _pick_device(str(device)) if not isinstance(device, torch.device) else device
+        self.amp = autocast_dtype(precision, self.device, allow_fp16=True)
+        self.channels_last = self.amp is not None
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.eval().to(self.device, memory_format=fmt)
+        self.config = config or {}
+        self.scale = int(getattr(model, "scale", self.config.get("scale", 4)))
+        self.tile = tile
+        self.tile_pad = int(tile_pad)
+        self.name = self.config.get("name", "")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: int | str = "auto",
+        tile_pad: int = DEFAULT_TILE_PAD,
+    ) -> Upscaler:
+        """Load a model (None = the default model shipped in weights/) for ``device`` and ``precision``."""
+        model, config = load_generator(name_or_path)
+        config.setdefault("name", str(name_or_path or load_manifest_default()))
+        return cls(model, config, device, precision, tile, tile_pad)
+
+    @property
+    def precision_name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp]
+
+    def auto_tile(self, h: int, w: int) -> int:
+        """Tile size (input pixels): whole image when small, else bounded by (free) memory."""
+        if isinstance(self.tile, int) or (isinstance(self.tile, str) and self.tile.isdigit()):
+            return int(self.tile)
+        bytes_per = 2 if self.amp is not None else 4
+        per_px = 64 * self.scale * self.scale * bytes_per * 6  # a few HR-resolution 64-channel activations
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget = free * 0.5
+        else:
+            budget = 768 * 2**20
+        t = int(math.sqrt(budget / per_px))
+        t = max(MIN_TILE, min(1024, t // 8 * 8))
+        return 0 if h * w <= t * t else t
+
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor, fp32: bool = False) -> torch.Tensor:
+        """(C, h, w) float32 CPU in [0, 1], C in (1, 3) -> (C, h*s, w*s) float32 CPU in [0, 1]."""
+        gray = x.shape[0] == 1
+        inp = x.expand(3, -1, -1) if gray else x
+        inp = inp[None].to(self.device)
+        if self.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        amp = None if fp32 else self.amp
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            y = self.model(inp)
+        y = y[0].float()
+        if amp is not None and not torch.isfinite(y).all():
+            log.warning("non-finite output in %s; this tile is recomputed in fp32", self.precision_name)
+            return self._forward(x, fp32=True)
+        if gray:  # the three outputs of a gray input are nearly equal: keep their luma
+            y = (0.299 * y[0] + 0.587 * y[1] + 0.114 * y[2])[None]
+        return y.clamp_(0, 1).cpu()
+
+    def upscale_array(
+        self, pixels: np.ndarray, out_dtype=np.float32, on_tile=None, tile: int | None = None
+    ) -> np.ndarray:
+        """(H, W, C) float32 in [0, 1], C = 1 or 3 -> (sH, sW, C) array of ``out_dtype`` (uint8, uint16 or
+        float32), tiled as configured; CUDA out-of-memory halves the tile and retries."""
+        H, W, C = pixels.shape
+        image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+        out = np.empty((H * self.scale, W * self.scale, C), dtype=out_dtype)
+        t = self.auto_tile(H, W) if tile is None else tile
+        while True:
+            try:
+                return upscale_tiled(
+                    self._forward,
+                    image,
+                    self.scale,
+                    out,
+                    tile=t,
+                    pad=self.tile_pad,
+                    overlap=DEFAULT_OVERLAP,
+                    on_tile=on_tile,
+                )
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                t = (t or max(H, W)) // 2
+                if t < MIN_TILE:
+                    raise RuntimeError(
+                        f"out of GPU memory even with {MIN_TILE}px tiles; use --device cpu or free GPU memory"
+                    ) from None
+                log.warning("CUDA out of memory: retrying with %dpx tiles", t)
+
+    def upscale(self, image, outscale: float | None = None):
+        """Upscale a PIL image, a numpy array (H, W[, C]) of uint8 / uint16 / float in [0, 1], or a tensor
+        (C, H, W) / (B, C, H, W) float in [0, 1]; returns the same type. Alpha channels are resized
+        with bicubic interpolation; ``outscale`` resizes the x``scale`` result to x``outscale``."""
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            from gan_core.image_io import pil_to_pixels, pixels_to_pil
+
+            pixels, _ = pil_to_pixels(image)
+            return pixels_to_pil(self._upscale_pixels(pixels, np.uint8, outscale))
+        if isinstance(image, np.ndarray):
+            arr = image
+            squeeze = arr.ndim == 2
+            if squeeze:
+                arr = arr[..., None]
+            dt = arr.dtype
+            top = 255.0 if dt == np.uint8 else 65535.0 if dt == np.uint16 else 1.0
+            out = self._upscale_pixels(
+                arr.astype(np.float32) / top, dt if dt in (np.uint8, np.uint16) else np.float32, outscale
+            )
+            return out[..., 0] if squeeze else out
+        if isinstance(image, torch.Tensor):
+            batched = image.dim() == 4
+            xs = image if batched else image[None]
+            outs = [
+                torch.from_numpy(
+                    self._upscale_pixels(x.detach().cpu().float().permute(1, 2, 0).numpy(), np.float32, outscale)
+                ).permute(2, 0, 1)
+                for x in xs
+            ]
+            res = torch.stack(outs).to(image.device)
+            return res if batched else res[0]
+        raise TypeError(f"cannot upscale a {type(image).__name__}: give a PIL image, numpy array or tensor")
+
+    def _upscale_pixels(self, pixels: np.ndarray, out_dtype, outscale: float | None, on_tile=None) -> np.ndarray:
+        C = pixels.shape[2]
+        color = pixels[..., :3] if C in (3, 4) else pixels[..., :1]
+        alpha = pixels[..., C - 1 :] if C in (2, 4) else None
+        if alpha is not None:
+            color = bleed_transparent(color, alpha)
+        up = self.upscale_array(color, np.float32 if (outscale or alpha is not None) else out_dtype, on_tile)
+        if alpha is not None:
+            a = torch.from_numpy(np.ascontiguousarray(alpha.transpose(2, 0, 1)))[None]
+            a = F.interpolate(a, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp_(0, 1)
+            up = np.concatenate([up, a[0].permute(1, 2, 0).numpy()], axis=2)
+        if outscale and outscale != self.scale:
+            up = resize_pixels(up, outscale / self.scale)
+        if out_dtype == np.uint8:
+            return np.clip(np.rint(up * 255.0), 0, 255).astype(np.uint8) if up.dtype != np.uint8 else up
+        if out_dtype == np.uint16:
+            return np.clip(np.rint(up * 65535.0), 0, 65535).astype(np.uint16) if up.dtype != np.uint16 else up
+        return up.astype(np.float32)
+
+
+def bleed_transparent(color: np.ndarray, alpha: np.ndarray, iterations: int = 8) -> np.ndarray:
+    """Replace the (meaningless) colour of fully transparent pixels by the alpha-weighted average colour of
+    nearby visible pixels, so the upscaler does not drag dark or random colours into soft edges (the dark
+    halos users see with other tools). Visible pixels are unchanged."""
+    a = torch.from_numpy(np.ascontiguousarray(alpha.transpose(2, 0, 1)))[None]
+    if bool((a > 0).all()):
+        return color
+    c = torch.from_numpy(np.ascontiguousarray(color.transpose(2, 0, 1)))[None]
+    num, den = c * a, a.clone()
+    for _ in range(iterations):  # diffuse alpha-weighted colour outwards (radius ~ iterations)
+        num = F.avg_pool2d(num, 3, 1, 1, count_include_pad=False)
+        den = F.avg_pool2d(den, 3, 1, 1, count_include_pad=False)
+    fill = torch.where(den > 1e-8, num / den.clamp_min(1e-8), c)
+    out = torch.where(a > 0, c, fill)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def resize_pixels(pixels: np.ndarray, factor: float) -> np.ndarray:
+    """High-quality resize of (H, W, C) float pixels by ``factor`` (antialiased bicubic, clamped)."""
+    H, W, _ = pixels.shape
+    size = (max(1, round(H * factor)), max(1, round(W * factor)))
+    t = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+    t = F.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=factor < 1).clamp_(0, 1)
+    return t[0].permute(1, 2, 0).numpy()
