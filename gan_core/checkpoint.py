@@ -25,6 +25,8 @@ __all__ = [
     "find_latest_checkpoint",
     "is_valid_checkpoint",
     "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,3 +110,39 @@ class CheckpointManager:
 
     def latest(self) -> Path | None:
         return find_latest_checkpoint(self.folder)
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict:
+    """Python, NumPy and torch (CPU, CUDA) RNG states, plus ``generator``'s, as weights_only-safe data."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()  # noqa: NPY002 - saved for libraries using the global RNG
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    """Restore what :func:`rng_state` saved."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype("uint32"), *rest))  # noqa: NPY002
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])

@@ -20,7 +20,16 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-__all__ = ["ConfigError", "apply_overrides", "from_dict", "load_config", "require", "save_yaml", "to_dict"]
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "config_differences",
+    "from_dict",
+    "load_config",
+    "require",
+    "save_yaml",
+    "to_dict",
+]
 
 T = TypeVar("T")
 
@@ -242,6 +251,22 @@ def require(condition: bool, key: str, message: str) -> None:
     """For ``__post_init__`` validators: raise ConfigError("key: message") unless ``condition``."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+def config_differences(now: dict, saved: dict, mutable: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    """Keys whose values differ between two config dicts (e.g. a resumed run and its checkpoint).
+
+    ``mutable``: keys (``"train.steps"``) or prefixes ending in ``.`` (``"log."``) allowed to differ.
+    """
+    out = []
+    for k in sorted(set(now) | set(saved)):
+        key = f"{prefix}{k}"
+        va, vb = now.get(k), saved.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_differences(va, vb, mutable, key + ".")
+        elif va != vb and not any(key == m or (m.endswith(".") and key.startswith(m)) for m in mutable):
+            out.append(f"{key}: checkpoint {vb!r}, now {va!r}")
+    return out
 
 
 def save_yaml(cfg, path: str | Path) -> None:

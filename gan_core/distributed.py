@@ -6,6 +6,7 @@ them everything runs as a single process (rank 0 of 1) and no process group is c
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")  # noqa: RUF009 - immutable value
+    owns_group: bool = False  # init_distributed created the process group (and cleanup destroys it)
 
     @property
     def is_main(self) -> bool:
@@ -53,13 +55,27 @@ def init_distributed(device: str = "auto") -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _pick_device(device, local)
+    owns = False
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local, dev)
+        owns = True
+    return DistInfo(rank, world, local, dev, owns)
 
 
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+def cleanup(info: DistInfo, sync: bool = True) -> None:
+    """Tear down what ``init_distributed`` set up.
+
+    ``sync``: pass a barrier first (the normal end of a run), so that no rank closes its sockets while a peer
+    still has gloo/NCCL work in flight; a peer then aborts ("terminate called without an active exception").
+    Pass False on an error path, where a barrier could wait for a rank that died. A group the caller created
+    itself is synchronised but left alive for the caller.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()  # release DDP reducers (they hold the group) before it goes
+    if sync:
+        dist.barrier()
+    if info.owns_group:
         dist.destroy_process_group()
 
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["autocast_dtype", "cpu_has_fast_bf16", "tune_cpu_allocator"]
+from .distributed import DistInfo
+
+__all__ = ["Runtime", "autocast_dtype", "cpu_has_fast_bf16", "tune_cpu_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -89,3 +92,20 @@ def autocast_dtype(precision: str, device: torch.device, allow_fp16: bool = True
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_fast_bf16() else None
     return None
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Where and how a training step runs: device, autocast dtype (None = fp32), memory format, ranks."""
+
+    device: torch.device
+    amp: torch.dtype | None
+    channels_last: bool
+    info: DistInfo
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -39,6 +39,7 @@ class ModelConfig:
     channels: int = 64
     num_blocks: int = 16
     init_scale: float = 1.0  # multiplies the generator's Kaiming init (official initialize_model's `scale`)
+    residual_init_scale: float = 1.0  # extra factor on residual-branch and output convs (0.1: ESRGAN-style)
     critic_norm: Literal["san", "sn", "bssn", "none"] = "san"
     critic_padding: Literal["circular", "zeros"] = "circular"
     critic_bn: bool = True
@@ -56,6 +57,7 @@ class ModelConfig:
         require(self.channels >= 4, "model.channels", "must be >= 4")
         require(self.num_blocks >= 0, "model.num_blocks", "must be >= 0")
         require(self.init_scale > 0, "model.init_scale", "must be > 0")
+        require(self.residual_init_scale > 0, "model.residual_init_scale", "must be > 0")
         require(self.critic_blocks >= 1, "model.critic_blocks", "must be >= 1")
         require(self.critic_width >= 1, "model.critic_width", "must be >= 1")
         require(0 < self.san_ratio <= 1, "model.san_ratio", f"must be in (0, 1], got {self.san_ratio}")

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset
+
+from gan_core.sampling import TrainSampler
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -200,29 +202,6 @@ class SRTrainDataset(Dataset):
         else:
             lr, hr = lr / 255.0, hr / 255.0
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "index": int(i)}
-
-
-class TrainSampler(Sampler):
-    """Endless ``(epoch, index)`` stream for one rank: each epoch's order is ``DistributedSampler``'s
-    (shuffled with ``seed + epoch``, sharded over ranks, padded to equal length), and the stream starts
-    after ``start`` samples of this rank (exact resume)."""
-
-    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0, start: int = 0) -> None:
-        self.inner = DistributedSampler(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-        self.per_epoch = len(self.inner)
-        self.start = int(start)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, skip = divmod(self.start, self.per_epoch)
-        while True:
-            self.inner.set_epoch(epoch)
-            for k, i in enumerate(self.inner):
-                if k >= skip:
-                    yield epoch, int(i)
-            epoch, skip = epoch + 1, 0
-
-    def __len__(self) -> int:  # endless; DataLoader only needs it for len(), which the trainer never asks
-        return 2**62
 
 
 class SRValDataset(Dataset):

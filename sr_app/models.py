@@ -44,9 +44,18 @@ class SRGenerator(nn.Module):
         init_scale: multiplies the Kaiming-normal (fan_in) initial conv weights, as the official
             ``initialize_model(model, scale)`` does (1.0 there). Without any down-scaling the 16 residual
             blocks double the signal variance each, and the untrained output is ~100x the image range.
+        residual_init_scale: extra factor on the residual-branch convs and the output conv (ESRGAN-style
+            0.1 makes the untrained network start as the bilinear upsampling plus a small correction).
     """
 
-    def __init__(self, channels: int = 64, num_blocks: int = 16, scale: int = 4, init_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        channels: int = 64,
+        num_blocks: int = 16,
+        scale: int = 4,
+        init_scale: float = 1.0,
+        residual_init_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         if scale not in (2, 4):
             raise ValueError(f"scale must be 2 or 4, got {scale}")
@@ -66,6 +75,10 @@ class SRGenerator(nn.Module):
                     m.weight.mul_(init_scale)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            for m in [*self.features.modules(), self.features_to_image]:
+                if isinstance(m, nn.Conv2d):
+                    m.weight.mul_(residual_init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = F.leaky_relu(self.image_to_features(x), 0.1)

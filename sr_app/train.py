@@ -23,17 +23,17 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.nn.utils import parametrize
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from gan_core import distributed as gdist
-from gan_core.checkpoint import CheckpointManager, load_checkpoint
-from gan_core.config import from_dict, save_yaml, to_dict
+from gan_core.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from gan_core.config import config_differences, from_dict, save_yaml, to_dict
+from gan_core.ema import ema_model
 from gan_core.losses import VGG19Features, d_hinge_loss, g_hinge_loss, pixel_loss
 from gan_core.metrics import psnr, ssim
 from gan_core.norm import norm_constants, refresh_norm_constants
 from gan_core.runlog import RunLogger, format_eta
-from gan_core.runtime import autocast_dtype, tune_cpu_allocator
+from gan_core.runtime import Runtime, autocast_dtype, tune_cpu_allocator
 
 from .config import SRTrainConfig
 from .data import SRTrainDataset, SRValDataset, TrainSampler
@@ -59,21 +59,6 @@ class TrainResult:
     G: torch.nn.Module
     G_ema: torch.nn.Module
     D: torch.nn.Module | None
-
-
-@dataclasses.dataclass
-class Runtime:
-    device: torch.device
-    amp: torch.dtype | None
-    channels_last: bool
-    info: gdist.DistInfo
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
-
-    def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 # -- training steps: plain functions returning a dict of named losses ---------------------------------
@@ -187,58 +172,13 @@ def save_samples(G, val_sets, rt: Runtime, scale: int, path: Path, n: int = 4, s
 
 
 # -- state --------------------------------------------------------------------------------------------
-def _rng_state(D) -> dict:
-    import random
-
-    import numpy as np
-
-    np_state = np.random.get_state()  # noqa: NPY002 - saved for libraries using the global RNG
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if D is not None:
-        state["critic_crop"] = gdist.unwrap(D).crop_generator.get_state()
-    return state
-
-
-def _set_rng_state(state: dict, D) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype("uint32"), *rest))  # noqa: NPY002
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if D is not None and "critic_crop" in state:
-        gdist.unwrap(D).crop_generator.set_state(state["critic_crop"])
-
-
-def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        key = f"{prefix}{k}"
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_differences(va, vb, key + ".")
-        elif va != vb and not any(key == m or (m.endswith(".") and key.startswith(m)) for m in RESUME_MUTABLE):
-            out.append(f"{key}: checkpoint {vb!r}, now {va!r}")
-    return out
-
-
 def _milestones(cfg: SRTrainConfig) -> list[int]:
     return sorted({max(1, round(f * cfg.train.steps)) for f in cfg.optim.milestones})
 
 
 def build_generator(cfg: SRTrainConfig) -> SRGenerator:
-    return SRGenerator(cfg.model.channels, cfg.model.num_blocks, cfg.data.scale, cfg.model.init_scale)
+    m = cfg.model
+    return SRGenerator(m.channels, m.num_blocks, cfg.data.scale, m.init_scale, m.residual_init_scale)
 
 
 def build_critic(cfg: SRTrainConfig, seed: int) -> SRCritic:
@@ -289,7 +229,7 @@ def train(
     if state is not None:
         if state.get("format") != CKPT_FORMAT:
             raise ValueError(f"{ckpt_path} is not an sr-train checkpoint (format {state.get('format')!r})")
-        diffs = _config_differences(to_dict(cfg), state["config"])
+        diffs = config_differences(to_dict(cfg), state["config"], RESUME_MUTABLE)
         if diffs:
             raise ValueError("config differs from the checkpoint's:\n  " + "\n  ".join(diffs))
     if info.world_size > 1 and cfg.train.batch_size % info.world_size:
@@ -297,14 +237,17 @@ def train(
     per_rank_batch = cfg.train.batch_size // info.world_size
     logger = RunLogger(run_dir, "sr_train", info.is_main, cfg.log.tensorboard, cfg.train.steps)
     log = logger.log
+    finished = False
     try:
         if info.is_main:
             save_yaml(cfg, run_dir / "config.yaml")
-        return _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, stop_after)
+        result = _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, stop_after)
+        finished = True
+        return result
     finally:
         logger.close()
         log.handlers.clear()
-        gdist.cleanup()
+        gdist.cleanup(info, sync=finished)
 
 
 def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, stop_after) -> TrainResult:
@@ -340,6 +283,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
     gdist.seed_everything(cfg.train.seed)
     G = build_generator(cfg)
     D = build_critic(cfg, seed=cfg.train.seed + 7919 * info.rank + 1) if gan else None
+    crop_gen = D.crop_generator if D is not None else None  # per-rank critic crops: part of the RNG state
     if gan and cfg.train.init_from and state is None:
         init = load_checkpoint(cfg.train.init_from)
         key = "G_ema" if "G_ema" in init else "G"
@@ -351,7 +295,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
         log.warning("stage gan without train.init_from: the generator starts from scratch, not from a pretrain run")
     fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
     G = G.to(rt.device, memory_format=fmt)
-    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+    ema = ema_model(G, cfg.train.ema_decay)
     if D is not None:
         D = D.to(rt.device, memory_format=fmt)
     vgg = None
@@ -392,7 +336,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
         ranks = state["rng"]
         if len(ranks) != info.world_size:
             log.warning("resuming with %d ranks from a %d-rank run: RNG streams differ", info.world_size, len(ranks))
-        _set_rng_state(ranks[min(info.rank, len(ranks) - 1)], D)
+        set_rng_state(ranks[min(info.rank, len(ranks) - 1)], crop_gen)
         log.info("resumed from %s at step %d", ckpt_path, start)
     if info.enabled:
         G = DDP(G, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -419,10 +363,10 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
     )
 
     def checkpoint(step: int, is_best: bool = False, step_file: bool = True) -> None:
-        rng = [_rng_state(D)]
+        rng = [rng_state(crop_gen)]
         if info.enabled:
             rng = [None] * info.world_size
-            torch.distributed.all_gather_object(rng, _rng_state(D))
+            torch.distributed.all_gather_object(rng, rng_state(crop_gen))
         if not info.is_main:
             return
         payload = {

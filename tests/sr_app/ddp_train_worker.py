@@ -20,10 +20,12 @@ if __name__ == "__main__":
         Path(__file__).resolve().parents[2] / "configs" / "sr_tiny.yaml",
         [f"data.train_dirs=[{hr}]", f"loss.vgg_weights={vgg}", "train.device=cpu", "model.san_ratio=0.25"],
     )
-    dist.init_process_group("gloo")  # train() reuses the group
+    dist.init_process_group("gloo")  # train() reuses the group and leaves it to us
     rank = dist.get_rank()
     result = train(cfg, out / "run")
     torch.save(
         {"G": result.G.state_dict(), "G_ema": result.G_ema.state_dict(), "D": result.D.state_dict()},
         out / f"rank{rank}.pt",
     )
+    dist.barrier()  # no rank tears down its sockets while a peer is still using them
+    dist.destroy_process_group()

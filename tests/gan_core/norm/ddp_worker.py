@@ -30,6 +30,7 @@ def main(out: Path) -> None:
         opt.step()
     refresh_norm_constants(D)
     torch.save(D.module.state_dict(), out / f"rank{rank}.pt")
+    dist.barrier()
     dist.destroy_process_group()
 
 

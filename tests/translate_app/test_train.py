@@ -1,0 +1,113 @@
+"""translate-train / translate-infer / translate-eval end to end on the tiny preset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gan_core.checkpoint import load_checkpoint
+from gan_core.config import load_config
+from translate_app.cli import eval_main, infer_main, train_main
+from translate_app.config import SpadeTrainConfig
+from translate_app.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "spade_tiny.yaml"
+
+
+def tiny(root, *sets):
+    return load_config(SpadeTrainConfig, TINY, [f"data.root={root}", "train.device=cpu", *sets])
+
+
+def test_train_resume_exact_infer_and_eval(tmp_path, city_root, vgg_weights, fid_weights, capsys):
+    cfg = tiny(city_root, f"loss.vgg_weights={vgg_weights}", "log.fid_every=2", "log.fid_images=2",
+               f"log.fid_weights={fid_weights}")  # fmt: skip
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    result = train(cfg, straight)
+    assert result.step == 4 and result.fid is not None and result.fid >= 0
+    rows = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert {"g_adv", "g_feat", "g_vgg", "d_hinge", "lr_g"} <= set(train_rows[0])
+    assert any(k.startswith("norm/") for k in train_rows[0])  # SAN constants logged
+    assert [r["fid"] for r in rows if r["kind"] == "val"]
+    assert list((straight / "samples").glob("*.png"))
+    train(cfg, split, stop_after=2)
+    train(cfg, split, resume="auto")
+    a = load_checkpoint(straight / "ckpt" / "step_00000004.pt")
+    b = load_checkpoint(split / "ckpt" / "step_00000004.pt")
+    for part in ("G", "D", "opt_g", "opt_d"):
+        ta = a[part] if part in ("G", "D") else a[part]["state"]
+        tb = b[part] if part in ("G", "D") else b[part]["state"]
+        for k in ta:
+            va, vb = ta[k], tb[k]
+            if isinstance(va, dict):
+                for kk in va:
+                    if torch.is_tensor(va[kk]):
+                        assert torch.equal(va[kk], vb[kk]), f"{part}.{k}.{kk}"
+            else:
+                assert torch.equal(va, vb), f"{part}.{k}"
+    s_keys = [k for k in a["D"] if k.endswith("weight.0.s")]
+    assert len(s_keys) == 10
+
+    # translate-infer: labels -> images of the model's size; instance maps picked up; bad files reported
+    labels = city_root / "gtFine" / "val"
+    (labels / "frankfurt" / "broken_gtFine_labelIds.png").write_bytes(b"nope")
+    out = tmp_path / "synth"
+    code = infer_main(["-i", str(labels), "-o", str(out), "--weights", str(straight / "ckpt" / "step_00000004.pt"),
+                       "--colorize"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "broken_gtFine_labelIds.png" in err and "3 written, 1 failed" in err
+    img = Image.open(out / "frankfurt_000000_000019.png")
+    assert img.size == (128, 64) and (out / "frankfurt_000000_000019_labels.png").is_file()
+    assert not list(out.glob("*instance*"))
+
+    # translate-eval: folder vs folder, then the cached-statistics mode
+    reals = tmp_path / "reals"
+    reals.mkdir()
+    for k, p in enumerate(sorted((city_root / "leftImg8bit" / "val").rglob("*.png"))):
+        Image.open(p).resize((128, 64)).save(reals / f"{k}.png")
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    for k, p in enumerate(sorted(out.glob("frankfurt_*0019.png"))):
+        Image.open(p).save(fakes / f"{k}.png")
+    args = ["--fake", str(fakes), "--real", str(reals), "--fid-weights", str(fid_weights)]
+    assert eval_main([*args, "--save-stats", str(tmp_path / "real.npz"), "--json", str(tmp_path / "f.json")]) == 0
+    fid1 = json.loads((tmp_path / "f.json").read_text())["fid"]
+    assert eval_main(["--fake", str(fakes), "--real-stats", str(tmp_path / "real.npz"), "--fid-weights",
+                      str(fid_weights), "--json", str(tmp_path / "g.json")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "g.json").read_text())["fid"] == fid1
+    assert eval_main(["--fake", str(reals), "--real", str(reals), "--fid-weights", str(fid_weights),
+                      "--json", str(tmp_path / "z.json")]) == 0  # fmt: skip
+    assert abs(json.loads((tmp_path / "z.json").read_text())["fid"]) < 1e-4
+    gen = ["--weights", str(straight / "ckpt" / "step_00000004.pt"), "--data-root", str(city_root), "--fid-weights",
+           str(fid_weights), "--out", str(tmp_path / "gen")]  # fmt: skip
+    (labels / "frankfurt" / "broken_gtFine_labelIds.png").unlink()
+    assert eval_main(gen) == 0 and len(list((tmp_path / "gen").glob("*.png"))) == 3
+    assert "FID" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path, city_root, capsys):
+    assert train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "model.ngff=3"]) == 2
+    assert "unknown config key model.ngff" in capsys.readouterr().err
+    assert train_main(["-c", str(TINY), "--data-root", str(tmp_path / "none")]) == 2
+    assert "Cityscapes root not found" in capsys.readouterr().err
+    assert train_main(["-c", str(TINY), "--data-root", str(city_root), "--dry-run"]) == 0
+    assert "# training frames: 3" in capsys.readouterr().out
+    code = train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_weight=0",
+                       "--set", "train.batch_size=4", "--out", str(tmp_path / "r")])  # fmt: skip
+    assert code == 1 and "fewer than one batch" in capsys.readouterr().err
+    assert infer_main(["-i", "x.png", "-o", str(tmp_path), "--weights", str(tmp_path / "missing.pt")]) == 2
+    assert "cannot load" in capsys.readouterr().err
+    assert eval_main(["--fake", str(tmp_path), "--real", str(tmp_path), "--fid-weights", str(tmp_path / "no.pth")]) == 2
+    assert "weights file not found" in capsys.readouterr().err
+
+
+def test_lr_schedule_is_constant_then_linear():
+    from translate_app.train import lr_factor
+
+    assert [round(lr_factor(s, 200, 100, 100), 3) for s in (0, 99, 100, 150, 200)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+    assert np.isclose(lr_factor(10, 10, 1, 0), 1.0)
