@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .buffers import large_empty
+
 __all__ = [
     "ALPHA_FORMATS",
     "ImageError",
@@ -185,7 +187,8 @@ def pil_to_pixels(im: Image.Image) -> tuple[np.ndarray, str]:
     arr = np.asarray(im, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[..., None]
-    return arr.astype(np.float32) / 255.0, converted
+    out = large_empty(arr.shape, np.float32)  # big images: own memory map, no heap fragmentation
+    return np.divide(arr, np.float32(255.0), out=out, dtype=np.float32), converted
 
 
 def pixels_to_pil(pixels: np.ndarray) -> Image.Image:

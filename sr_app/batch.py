@@ -48,6 +48,7 @@ class BatchOptions:
     max_pixels: int = 100_000_000
     ref_dir: Path | None = None
     niqe: bool = True
+    niqe_max_pixels: int = 4_000_000  # NIQE works in float64 (~400 bytes per pixel): skipped above this
     report: Path | None = None
 
 
@@ -192,7 +193,9 @@ def run_batch(files: list[tuple[Path, Path]], upscaler, opts: BatchOptions, log=
             dtype = np.uint16 if img.bit_depth == 16 else np.uint8
             pixels = upscaler._upscale_pixels(img.pixels, dtype, opts.outscale, on_tile=bar.update)
             bar.close()
-            write_image(out_path, pixels, img.bit_depth, img.icc_profile, img.exif)
+            bit_depth, icc, exif = img.bit_depth, img.icc_profile, img.exif
+            img = None  # free the decoded input before the encoder needs its own copy of the output
+            write_image(out_path, pixels, bit_depth, icc, exif)
             written[key] = src
             summary.done += 1
             row = {
@@ -221,8 +224,16 @@ def run_batch(files: list[tuple[Path, Path]], upscaler, opts: BatchOptions, log=
                         ref = cand
                         row["reference"] = str(ref_path)
             top = 65535.0 if pixels.dtype == np.uint16 else 255.0
-            if niqe_fn is not None or ref is not None:
-                row.update(_quality(pixels.astype(np.float32) / top, ref, round(eff_scale), niqe_fn, lpips_fn))
+            use_niqe = niqe_fn
+            n_out = pixels.shape[0] * pixels.shape[1]
+            if niqe_fn is not None and n_out > opts.niqe_max_pixels:
+                use_niqe = None
+                log(
+                    f"note: {src}: NIQE skipped: the output has {n_out / 1e6:.1f} MP, above --niqe-max-mp "
+                    f"{opts.niqe_max_pixels / 1e6:g} (NIQE needs ~400 bytes per pixel)"
+                )
+            if use_niqe is not None or ref is not None:
+                row.update(_quality(pixels.astype(np.float32) / top, ref, round(eff_scale), use_niqe, lpips_fn))
             summary.rows.append(row)
         except ImageError as e:
             summary.failed.append((str(src), str(e)))

@@ -127,6 +127,8 @@ def _infer_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=float, default=100e6, help="refuse inputs above this many pixels (1e8)")
     p.add_argument("--ref", type=Path, metavar="DIR", help="reference images (matched by stem): PSNR/SSIM/LPIPS")
     p.add_argument("--no-niqe", action="store_true", help="do not compute NIQE")
+    p.add_argument("--niqe-max-mp", type=float, default=4.0,
+                   help="skip NIQE for outputs above this many megapixels (default 4; ~400 bytes/pixel)")  # fmt: skip
     p.add_argument("--report", type=Path, metavar="FILE", help="write per-image results to FILE.json or FILE.csv")
     p.add_argument("--list-models", action="store_true", help="list the models in weights/ and exit")
     return p
@@ -208,6 +210,7 @@ def infer_main(argv: list[str] | None = None) -> int:
         outdir=args.output, suffix=args.suffix, ext=args.ext, recursive=args.recursive,
         skip_existing=args.skip_existing, overwrite=args.overwrite, outscale=args.outscale,
         max_pixels=int(args.max_pixels), ref_dir=args.ref, niqe=not args.no_niqe, report=args.report,
+        niqe_max_pixels=int(args.niqe_max_mp * 1e6),
     )  # fmt: skip
     summary = run_batch(files, up, opts, log)
     summary.failed[:0] = missing

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gan_core.buffers import large_empty
 from gan_core.runtime import autocast_dtype
 from gan_core.tiling import upscale_tiled
 from gan_core.weights import load_manifest, resolve_weights
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TILE_PAD = 24  # input pixels of context per tile side; the generator's receptive field is ~36
 DEFAULT_OVERLAP = 8
 MIN_TILE = 32
+CPU_TILE_BUDGET = 384 * 2**20  # bytes of activations per tile on CPU
 
 
 def _build(config: dict) -> SRGenerator:
@@ -202,13 +204,15 @@ class Upscaler:
         if isinstance(self.tile, int) or (isinstance(self.tile, str) and self.tile.isdigit()):
             return int(self.tile)
         bytes_per = 2 if self.amp is not None else 4
-        per_px = 64 * self.scale * self.scale * bytes_per * 6  # a few HR-resolution 64-channel activations
+        # per input pixel of a padded tile: ~3 HR-resolution 64-channel activations alive at once (measured
+        # 5.5 KB/px in bf16 on CPU for the default model, benchmarks/infer_speed.py)
+        per_px = 64 * self.scale * self.scale * bytes_per * 3
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             budget = free * 0.5
-        else:
-            budget = 768 * 2**20
-        t = int(math.sqrt(budget / per_px))
+        else:  # CPU: bounded so that a 4000x3000 photo stays near 2 GB in all (image + output + one tile)
+            budget = CPU_TILE_BUDGET
+        t = int(math.sqrt(budget / per_px)) - 2 * self.tile_pad
         t = max(MIN_TILE, min(1024, t // 8 * 8))
         return 0 if h * w <= t * t else t
 
@@ -237,8 +241,9 @@ class Upscaler:
         """(H, W, C) float32 in [0, 1], C = 1 or 3 -> (sH, sW, C) array of ``out_dtype`` (uint8, uint16 or
         float32), tiled as configured; CUDA out-of-memory halves the tile and retries."""
         H, W, C = pixels.shape
-        image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
-        out = np.empty((H * self.scale, W * self.scale, C), dtype=out_dtype)
+        # a (C, H, W) view of the HWC pixels (no copy): each tile is already channels_last
+        image = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
+        out = large_empty((H * self.scale, W * self.scale, C), out_dtype)
         t = self.auto_tile(H, W) if tile is None else tile
         while True:
             try:

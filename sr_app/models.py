@@ -64,7 +64,7 @@ class SRGenerator(nn.Module):
         self.features = nn.Sequential(*[_ResBlock(channels) for _ in range(num_blocks)])
         ups = []
         for _ in range(int(math.log2(scale))):
-            ups += [nn.Conv2d(channels, channels * 4, 3, 1, 1), nn.PixelShuffle(2), nn.LeakyReLU(0.1)]
+            ups += [nn.Conv2d(channels, channels * 4, 3, 1, 1), nn.PixelShuffle(2), nn.LeakyReLU(0.1, inplace=True)]
         self.upsampler = nn.Sequential(*ups)
         self.hrconv = nn.Conv2d(channels, channels, 3, 1, 1)
         self.features_to_image = nn.Conv2d(channels, 3, 5, 1, 2)
@@ -81,9 +81,11 @@ class SRGenerator(nn.Module):
                     m.weight.mul_(residual_init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = F.leaky_relu(self.image_to_features(x), 0.1)
+        # in-place activations on fresh conv / shuffle outputs: same values and gradients, one HR-sized
+        # buffer less at inference (the HR stage dominates the memory of a tile)
+        f = F.leaky_relu(self.image_to_features(x), 0.1, inplace=True)
         f = self.upsampler(self.features(f))
-        f = F.leaky_relu(self.hrconv(f), 0.1)
+        f = F.leaky_relu(self.hrconv(f), 0.1, inplace=True)
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return self.features_to_image(f) + base
 

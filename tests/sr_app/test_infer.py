@@ -150,6 +150,20 @@ def test_cli_ref_metrics_table_and_csv(tmp_path, tiny_model, capsys):
     assert rows[0].startswith("input,output,reference") and rows[-1].startswith("mean")
 
 
+def test_niqe_skipped_above_its_size_limit(tmp_path, tiny_model, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(smooth_image(60, 60, 1)).save(src / "big.png")  # 240x240 = 0.058 MP out
+    Image.fromarray(smooth_image(50, 50, 2)).save(src / "small.png")  # 200x200 = 0.04 MP out
+    report = tmp_path / "r.json"
+    args = ["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(tiny_model), "--report", str(report)]
+    assert infer_main([*args, "--niqe-max-mp", "0.05"]) == 0
+    err = capsys.readouterr().err
+    assert "big.png: NIQE skipped: the output has 0.1 MP, above --niqe-max-mp 0.05" in err
+    rows = {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
+    assert "niqe" not in rows["big.png"] and rows["small.png"]["niqe"] > 0
+
+
 def test_list_models_default_by_name_and_bad_model(tmp_path, tiny_model, monkeypatch, capsys):
     import hashlib
     import shutil
