@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # (re)install when pyproject.toml changes; torch is not pinned: pip picks the one torchvision requires
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip || echo "note: pip not upgraded (offline?)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

@@ -24,13 +24,18 @@ __all__ = ["quantize_into", "tile_spans", "upscale_tiled"]
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """Evenly spaced [start, end) spans of size ``tile`` covering ``length``, adjacent ones overlapping by
-    at least ``overlap``. One span when ``tile >= length``."""
+    """Evenly spaced [start, end) spans of one size (at most ``tile``) covering ``length``, adjacent ones
+    overlapping by at least ``overlap``. One span when ``tile >= length``.
+
+    The fewest spans of size ``tile`` are used, then shrunk to the smallest size that still covers the
+    axis with those spans: 512 px with tile 208 gives three spans of 176 (not 208 with 56 px overlaps),
+    which saves network work (and memory) for the same number of tiles."""
     if tile >= length:
         return [(0, length)]
     if tile <= 2 * overlap:
         raise ValueError(f"tile {tile} must be larger than twice the overlap {overlap}")
     n = math.ceil((length - overlap) / (tile - overlap))
+    tile = min(tile, math.ceil((length + (n - 1) * overlap) / n))
     starts = [round(i * (length - tile) / (n - 1)) for i in range(n)] if n > 1 else [0]
     return [(s, s + tile) for s in starts]
 
