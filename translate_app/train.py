@@ -11,7 +11,7 @@ Per iteration (SPADE's order, ALGORITHMS.md d.5):
 
 TTUR (G 1e-4, D 4e-4), constant for ``niter`` epochs then linear decay to 0 over ``niter_decay`` (per
 step). CPU or CUDA, bf16 autocast where fast (SAN's FFT stays float32), channels_last, DDP under torchrun
-with SyncBatchNorm in the generator, exact resume, periodic FID on a validation subset.
+with SyncBatchNorm in the generator (CUDA), exact resume, periodic FID on a validation subset.
 """
 
 from __future__ import annotations
@@ -264,7 +264,11 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, stop_after) -> Tra
         log.info("resumed from %s at step %d", ckpt_path, start)
     if info.enabled:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
-        G = DDP(nn.SyncBatchNorm.convert_sync_batchnorm(G), device_ids=ids)
+        if rt.device.type == "cuda":
+            G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        else:  # PyTorch's SyncBatchNorm runs on CUDA only
+            log.warning("CPU DDP: SPADE's BatchNorm uses each rank's own batch statistics (no SyncBatchNorm on CPU)")
+        G = DDP(G, device_ids=ids)  # broadcast_buffers: running statistics follow rank 0
         D = DDP(D, device_ids=ids, broadcast_buffers=False)
     log.info(
         "%s on %s (%s), %d rank(s), batch %d, %d train frames (%d steps/epoch), %d/%d steps; critic %s (%s), "

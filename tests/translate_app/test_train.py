@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -111,3 +115,24 @@ def test_lr_schedule_is_constant_then_linear():
 
     assert [round(lr_factor(s, 200, 100, 100), 3) for s in (0, 99, 100, 150, 200)] == [1.0, 1.0, 1.0, 0.5, 0.0]
     assert np.isclose(lr_factor(10, 10, 1, 0), 1.0)
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_ranks_identical(tmp_path, city_root):
+    """2 gloo ranks (SAN critic): identical weights and SAN constants on both ranks."""
+    worker = Path(__file__).with_name("ddp_train_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+           str(city_root), str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for part in ("G", "D"):
+        for k in a[part]:
+            if "running_" in k or "num_batches" in k:  # CPU: per-rank BatchNorm statistics (no SyncBN)
+                continue
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+    assert any(k.endswith(".s") for k in a["D"])
+    ck = load_checkpoint(tmp_path / "run" / "ckpt" / "step_00000004.pt")
+    assert ck["world_size"] == 2
