@@ -27,6 +27,8 @@ __all__ = [
     "from_dict",
     "load_config",
     "require",
+    "require_betas",
+    "require_device",
     "save_yaml",
     "to_dict",
 ]
@@ -251,6 +253,17 @@ def require(condition: bool, key: str, message: str) -> None:
     """For ``__post_init__`` validators: raise ConfigError("key: message") unless ``condition``."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+def require_betas(betas, key: str) -> None:
+    """Adam betas: each in [0, 1)."""
+    require(all(0 <= x < 1 for x in betas), key, f"betas must be in [0, 1), got {betas}")
+
+
+def require_device(device: str, key: str) -> None:
+    """A device name the training tools accept: auto, cpu, cuda, cuda:N or mps."""
+    ok = device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")
+    require(ok, key, f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
 
 def config_differences(now: dict, saved: dict, mutable: tuple[str, ...] = (), prefix: str = "") -> list[str]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gan_core.config import require
+from gan_core.config import require, require_betas, require_device
+from gan_core.norm.config import CriticNormConfig
 
 __all__ = ["DataConfig", "LogConfig", "LossConfig", "ModelConfig", "OptimConfig", "SRTrainConfig", "TrainConfig"]
 
@@ -35,53 +36,23 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(CriticNormConfig):  # + critic_norm, critic_padding, san_*, bssn_scale
     channels: int = 64
     num_blocks: int = 16
     init_scale: float = 1.0  # multiplies the generator's Kaiming init (official initialize_model's `scale`)
     residual_init_scale: float = 1.0  # extra factor on residual-branch and output convs (0.1: ESRGAN-style)
-    critic_norm: Literal["san", "sn", "bssn", "none"] = "san"
-    critic_padding: Literal["circular", "zeros"] = "circular"
     critic_bn: bool = True
     critic_blocks: int = 5  # crop = 4 * 2^blocks (128)
     critic_width: int = 64
-    san_ratio: float = 1.0
-    san_gain: float | Literal["auto"] = 1.0
-    san_update_every: int = 1
-    san_momentum: float = 0.0
-    san_strided: Literal["bound", "exact"] = "bound"
-    san_legacy_fft_norm: bool = False
-    bssn_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.channels >= 4, "model.channels", "must be >= 4")
         require(self.num_blocks >= 0, "model.num_blocks", "must be >= 0")
         require(self.init_scale > 0, "model.init_scale", "must be > 0")
         require(self.residual_init_scale > 0, "model.residual_init_scale", "must be > 0")
         require(self.critic_blocks >= 1, "model.critic_blocks", "must be >= 1")
         require(self.critic_width >= 1, "model.critic_width", "must be >= 1")
-        require(0 < self.san_ratio <= 1, "model.san_ratio", f"must be in (0, 1], got {self.san_ratio}")
-        require(self.san_update_every >= 1, "model.san_update_every", "must be >= 1")
-        require(0 <= self.san_momentum < 1, "model.san_momentum", "must be in [0, 1)")
-        require(
-            self.critic_norm != "san" or self.critic_padding == "circular",
-            "model.critic_padding",
-            "SAN needs 'circular' padding (Lemma 1 holds for cyclic convolution)",
-        )
-
-    def critic_norm_options(self) -> dict:
-        if self.critic_norm == "san":
-            return dict(
-                ratio=self.san_ratio,
-                gain=self.san_gain,
-                update_every=self.san_update_every,
-                momentum=self.san_momentum,
-                strided=self.san_strided,
-                legacy_fft_norm=self.san_legacy_fft_norm,
-            )
-        if self.critic_norm == "bssn":
-            return dict(scale=self.bssn_scale)
-        return {}
 
 
 @dataclass
@@ -111,8 +82,7 @@ class OptimConfig:
     def __post_init__(self) -> None:
         require(self.lr_g > 0 and self.lr_d > 0, "optim.lr_g", "learning rates must be > 0")
         for k in ("betas_g", "betas_d"):
-            b = getattr(self, k)
-            require(all(0 <= x < 1 for x in b), f"optim.{k}", f"betas must be in [0, 1), got {b}")
+            require_betas(getattr(self, k), f"optim.{k}")
         require(all(0 < m < 1 for m in self.milestones), "optim.milestones", "fractions in (0, 1)")
         require(0 < self.gamma <= 1, "optim.gamma", "must be in (0, 1]")
         require(self.d_steps_per_g >= 1, "optim.d_steps_per_g", "must be >= 1")
@@ -136,8 +106,7 @@ class TrainConfig:
         require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         require(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         require(self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1")
-        ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:") or self.device == "mps"
-        require(ok, "train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        require_device(self.device, "train.device")
 
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gan_core.config import require
+from gan_core.config import require, require_betas, require_device
+from gan_core.norm.config import CriticNormConfig
 
 __all__ = ["SpadeTrainConfig"]
 
@@ -30,49 +31,22 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(CriticNormConfig):  # + critic_norm, critic_padding, san_*, bssn_scale
     ngf: int = 64
     spade_hidden: int = 128  # width of the SPADE modulation convs
     upsampling: Literal["normal", "more", "most"] = "more"
     ndf: int = 64
     n_layers_d: int = 4
     num_d: int = 2
-    critic_norm: Literal["san", "sn", "bssn", "none"] = "san"
-    critic_padding: Literal["circular", "zeros"] = "circular"
     san_layers: Literal["all", "sn_layers_only"] = "all"
-    san_ratio: float = 0.25  # fraction of kernel pairs (paper: 25%)
+    san_ratio: float = 0.25  # SAN-SPADE: 25% of the kernel pairs, g = 1.3, EMA 0.9
     san_gain: float | Literal["auto"] = 1.3
     san_momentum: float = 0.9
-    san_update_every: int = 1
-    san_strided: Literal["bound", "exact"] = "bound"
-    san_legacy_fft_norm: bool = False
-    bssn_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.ngf >= 4 and self.ndf >= 4, "model.ngf", "ngf and ndf must be >= 4")
         require(self.num_d >= 1 and self.n_layers_d >= 2, "model.num_d", "num_d >= 1 and n_layers_d >= 2")
-        require(0 < self.san_ratio <= 1, "model.san_ratio", f"must be in (0, 1], got {self.san_ratio}")
-        require(0 <= self.san_momentum < 1, "model.san_momentum", "must be in [0, 1)")
-        require(self.san_update_every >= 1, "model.san_update_every", "must be >= 1")
-        require(
-            self.critic_norm != "san" or self.critic_padding == "circular",
-            "model.critic_padding",
-            "SAN needs 'circular' padding (Lemma 1 holds for cyclic convolution)",
-        )
-
-    def critic_norm_options(self) -> dict:
-        if self.critic_norm == "san":
-            return dict(
-                ratio=self.san_ratio,
-                gain=self.san_gain,
-                momentum=self.san_momentum,
-                update_every=self.san_update_every,
-                strided=self.san_strided,
-                legacy_fft_norm=self.san_legacy_fft_norm,
-            )
-        if self.critic_norm == "bssn":
-            return dict(scale=self.bssn_scale)
-        return {}
 
 
 @dataclass
@@ -97,8 +71,7 @@ class OptimConfig:
     def __post_init__(self) -> None:
         require(self.lr_g > 0 and self.lr_d > 0, "optim.lr_g", "learning rates must be > 0")
         for k in ("betas_g", "betas_d"):
-            b = getattr(self, k)
-            require(all(0 <= x < 1 for x in b), f"optim.{k}", f"betas must be in [0, 1), got {b}")
+            require_betas(getattr(self, k), f"optim.{k}")
         require(self.niter >= 0 and self.niter_decay >= 0 and self.niter + self.niter_decay > 0, "optim.niter",
                 "niter and niter_decay must be >= 0 with a positive sum")  # fmt: skip
 
@@ -117,8 +90,7 @@ class TrainConfig:
         require(self.steps >= 0, "train.steps", "must be >= 0")
         require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         require(self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1")
-        ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:") or self.device == "mps"
-        require(ok, "train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        require_device(self.device, "train.device")
 
 
 @dataclass
