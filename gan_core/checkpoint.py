@@ -25,6 +25,7 @@ __all__ = [
     "find_latest_checkpoint",
     "is_valid_checkpoint",
     "load_checkpoint",
+    "resume_state",
     "rng_state",
     "set_rng_state",
 ]
@@ -110,6 +111,33 @@ class CheckpointManager:
 
     def latest(self) -> Path | None:
         return find_latest_checkpoint(self.folder)
+
+
+def resume_state(
+    ckpts: CheckpointManager, resume: str | None, fmt: str, config: dict, mutable: tuple[str, ...] = ()
+) -> tuple[Path | None, dict | None]:
+    """The checkpoint a training run starts from, checked: (path, contents), or (None, None) for a fresh run.
+
+    ``resume``: None (fresh; refuses a folder that already has step checkpoints), ``"auto"`` (the newest
+    valid one, or fresh when there is none) or a path. The checkpoint must have format ``fmt`` and a
+    config equal to ``config`` except for the ``mutable`` keys; otherwise ValueError lists the differences.
+    """
+    from .config import config_differences
+
+    if resume is None and any(ckpts.folder.glob("step_*.pt")):
+        raise FileExistsError(
+            f"{ckpts.folder.parent} already has checkpoints: use --resume auto to continue or another --out"
+        )
+    path = ckpts.latest() if resume == "auto" else (Path(resume) if resume else None)
+    if path is None:
+        return None, None
+    state = load_checkpoint(path)
+    if state.get("format") != fmt:
+        raise ValueError(f"{path} is not a {fmt} checkpoint (format {state.get('format')!r})")
+    diffs = config_differences(config, state["config"], mutable)
+    if diffs:
+        raise ValueError("config differs from the checkpoint's:\n  " + "\n  ".join(diffs))
+    return path, state
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict:

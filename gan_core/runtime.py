@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from .distributed import DistInfo
+from .distributed import DistInfo, init_distributed
 
-__all__ = ["Runtime", "autocast_dtype", "cpu_has_fast_bf16", "tune_cpu_allocator"]
+__all__ = ["Runtime", "autocast_dtype", "cpu_has_fast_bf16", "training_runtime", "tune_cpu_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -109,3 +109,14 @@ class Runtime:
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def training_runtime(device: str, precision: str, channels_last: bool) -> Runtime:
+    """The Runtime of a training loop: torchrun's process group when launched by it (else one process),
+    the autocast dtype for ``precision`` (bf16 or fp32; fp16 would need a loss scaler), channels_last, and
+    on CPU the allocator tuning of ``tune_cpu_allocator``."""
+    info = init_distributed(device)
+    rt = Runtime(info.device, autocast_dtype(precision, info.device, allow_fp16=False), channels_last, info)
+    if info.device.type == "cpu":
+        tune_cpu_allocator()
+    return rt

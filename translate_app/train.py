@@ -26,12 +26,12 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from gan_core import distributed as gdist
-from gan_core.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
-from gan_core.config import config_differences, save_yaml, to_dict
+from gan_core.checkpoint import CheckpointManager, resume_state, rng_state, set_rng_state
+from gan_core.config import save_yaml, to_dict
 from gan_core.losses import VGG19Features, d_hinge_loss, feature_matching_loss, g_hinge_loss
 from gan_core.norm import norm_constants, refresh_norm_constants
 from gan_core.runlog import RunLogger, format_eta
-from gan_core.runtime import Runtime, autocast_dtype, tune_cpu_allocator
+from gan_core.runtime import Runtime, training_runtime
 from gan_core.sampling import TrainSampler
 
 from .config import SpadeTrainConfig
@@ -166,23 +166,10 @@ def save_samples(G, items: list[dict], rt: Runtime, path: Path) -> None:
 def train(cfg: SpadeTrainConfig, run_dir: str | Path, resume: str | None = None, stop_after: int | None = None):
     """Train in ``run_dir`` (``resume``: None, ``"auto"`` or a checkpoint path). Returns TrainResult."""
     run_dir = Path(run_dir)
-    info = gdist.init_distributed(cfg.train.device)
-    rt = Runtime(
-        info.device, autocast_dtype(cfg.train.precision, info.device, allow_fp16=False), cfg.train.channels_last, info
-    )
-    if info.device.type == "cpu":
-        tune_cpu_allocator()
+    rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
+    info = rt.info
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
-    ckpt_path = ckpts.latest() if resume == "auto" else (Path(resume) if resume else None)
-    if resume is None and any((run_dir / "ckpt").glob("step_*.pt")):
-        raise FileExistsError(f"{run_dir} already has checkpoints: use --resume auto to continue or another --out")
-    state = load_checkpoint(ckpt_path) if ckpt_path else None
-    if state is not None:
-        if state.get("format") != CKPT_FORMAT:
-            raise ValueError(f"{ckpt_path} is not a translate-train checkpoint (format {state.get('format')!r})")
-        diffs = config_differences(to_dict(cfg), state["config"], RESUME_MUTABLE)
-        if diffs:
-            raise ValueError("config differs from the checkpoint's:\n  " + "\n  ".join(diffs))
+    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, to_dict(cfg), RESUME_MUTABLE)
     if cfg.train.batch_size % info.world_size:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {info.world_size} ranks")
     logger = RunLogger(run_dir, "translate_train", info.is_main, cfg.log.tensorboard)
