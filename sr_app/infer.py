@@ -27,7 +27,7 @@ from gan_core.runtime import autocast_dtype
 from gan_core.tiling import upscale_tiled
 from gan_core.weights import load_manifest, resolve_weights
 
-from .models import SRGenerator
+from .models import SRGenerator, generator_weights, strip_prefixes
 
 __all__ = ["DEFAULT_TILE_PAD", "Upscaler", "export_generator", "load_generator"]
 
@@ -42,16 +42,18 @@ def _build(config: dict) -> SRGenerator:
     arch = config.get("architecture", "SRGenerator")
     if arch != "SRGenerator":
         raise ValueError(f"unknown architecture {arch!r} in the model config (expected SRGenerator)")
-    kw = dict(config.get("kwargs", {}))
-    kw.pop("init_scale", None)
-    return SRGenerator(**kw)
+    return SRGenerator(**config.get("kwargs", {}))
 
 
-def _strip(state: dict) -> dict:
-    for prefix in ("module.", "netG."):
-        if state and all(k.startswith(prefix) for k in state if k != "n_averaged"):
-            state = {k[len(prefix) :]: v for k, v in state.items() if k != "n_averaged"}
-    return {k: v for k, v in state.items() if k != "n_averaged"}
+def _model_config(train_config: dict) -> dict:
+    """The released-model config (architecture + kwargs + scale) of an ``sr-train`` run's config dict."""
+    scale = train_config["data"]["scale"]
+    m = train_config["model"]
+    return {
+        "architecture": "SRGenerator",
+        "kwargs": {"channels": m["channels"], "num_blocks": m["num_blocks"], "scale": scale},
+        "scale": scale,
+    }
 
 
 def load_generator(name_or_path: str | Path | None = None) -> tuple[SRGenerator, dict]:
@@ -66,20 +68,9 @@ def load_generator(name_or_path: str | Path | None = None) -> tuple[SRGenerator,
         from gan_core.checkpoint import load_checkpoint
 
         ck = load_checkpoint(p)
-        cfg = ck["config"]
-        config = {
-            "architecture": "SRGenerator",
-            "kwargs": {
-                "channels": cfg["model"]["channels"],
-                "num_blocks": cfg["model"]["num_blocks"],
-                "scale": cfg["data"]["scale"],
-            },
-            "scale": cfg["data"]["scale"],
-            "name": p.stem,
-            "source": str(p),
-        }
+        config = {**_model_config(ck["config"]), "name": p.stem, "source": str(p)}
         G = _build(config)
-        G.load_state_dict(_strip(ck["G_ema"] if "G_ema" in ck else ck["G"]))
+        G.load_state_dict(generator_weights(ck)[0])
         return G.eval(), config
     if p.suffix != ".safetensors":
         p = resolve_weights(name_or_path)
@@ -97,7 +88,7 @@ def load_generator(name_or_path: str | Path | None = None) -> tuple[SRGenerator,
     G = _build(config)
     state = {k: v.float() for k, v in load_file(str(p)).items()}
     try:
-        G.load_state_dict(_strip(state))
+        G.load_state_dict(strip_prefixes(state))
     except RuntimeError as e:
         raise ValueError(f"{p} does not fit the architecture in {cfg_path.name}: {e}") from None
     return G.eval(), config
@@ -124,7 +115,7 @@ def export_generator(checkpoint: str | Path, out: str | Path, fp16: bool = True,
 
     ck = load_checkpoint(checkpoint)
     cfg = ck["config"]
-    state = _strip(ck["G_ema"])
+    state = strip_prefixes(ck["G_ema"])
     dtype = torch.float16 if fp16 else torch.float32
     out = Path(out).with_suffix(".safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,13 +125,7 @@ def export_generator(checkpoint: str | Path, out: str | Path, fp16: bool = True,
         metadata={"format": "san-gan/sr-generator/1", "scale": str(cfg["data"]["scale"])},
     )
     config = {
-        "architecture": "SRGenerator",
-        "kwargs": {
-            "channels": cfg["model"]["channels"],
-            "num_blocks": cfg["model"]["num_blocks"],
-            "scale": cfg["data"]["scale"],
-        },
-        "scale": cfg["data"]["scale"],
+        **_model_config(cfg),
         "dtype": "float16" if fp16 else "float32",
         "training": {"step": ck["step"], "stage": cfg["train"]["stage"], "config": cfg},
         **(extra or {}),

@@ -17,7 +17,7 @@ from torch import nn
 
 from gan_core.norm import apply_critic_norm
 
-__all__ = ["SRCritic", "SRGenerator"]
+__all__ = ["SRCritic", "SRGenerator", "generator_weights", "strip_prefixes"]
 
 
 class _ResBlock(nn.Module):
@@ -154,3 +154,19 @@ class SRCritic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(self.random_crop(x))
         return self.head(f.flatten(1))
+
+
+def strip_prefixes(state: dict) -> dict:
+    """A generator state dict without wrapper prefixes (``module.`` of DDP / AveragedModel, ``netG.``) and
+    without AveragedModel's ``n_averaged`` counter."""
+    state = {k: v for k, v in state.items() if k != "n_averaged"}
+    for prefix in ("module.", "netG."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def generator_weights(checkpoint: dict) -> tuple[dict, str]:
+    """(SRGenerator state dict, its key) of an ``sr-train`` checkpoint: the EMA generator when present."""
+    key = "G_ema" if "G_ema" in checkpoint else "G"
+    return strip_prefixes(checkpoint[key]), key

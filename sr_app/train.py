@@ -37,7 +37,7 @@ from gan_core.runtime import Runtime, training_runtime
 
 from .config import SRTrainConfig
 from .data import SRTrainDataset, SRValDataset, TrainSampler
-from .models import SRCritic, SRGenerator
+from .models import SRCritic, SRGenerator, generator_weights
 
 __all__ = ["TrainResult", "TrainingDiverged", "d_step", "evaluate", "g_step", "pretrain_step", "train"]
 
@@ -268,10 +268,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
     D = build_critic(cfg, seed=cfg.train.seed + 7919 * info.rank + 1) if gan else None
     crop_gen = D.crop_generator if D is not None else None  # per-rank critic crops: part of the RNG state
     if gan and cfg.train.init_from and state is None:
-        init = load_checkpoint(cfg.train.init_from)
-        key = "G_ema" if "G_ema" in init else "G"
-        weights = init[key]
-        weights = {k[len("module.") :]: v for k, v in weights.items() if k.startswith("module.")} or weights
+        weights, key = generator_weights(load_checkpoint(cfg.train.init_from))
         G.load_state_dict(weights)
         log.info("generator initialised from %s (%s)", cfg.train.init_from, key)
     elif gan and state is None:
