@@ -37,6 +37,7 @@ from gan_core.runtime import Runtime, training_runtime
 
 from .config import SRTrainConfig
 from .data import SRTrainDataset, SRValDataset, TrainSampler
+from .evaluate import bicubic_upscale
 from .models import SRCritic, SRGenerator, generator_weights
 
 __all__ = ["TrainResult", "TrainingDiverged", "d_step", "evaluate", "g_step", "pretrain_step", "train"]
@@ -112,8 +113,19 @@ def g_step(D, fake, hr, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
 
 # -- evaluation ---------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(G, val_sets: list[SRValDataset], rt: Runtime, scale: int, niqe: bool = False) -> dict:
-    """Mean Y-PSNR / Y-SSIM (crop = scale) per validation set, and the bicubic baseline."""
+def bicubic_baseline(val_sets: list[SRValDataset], scale: int) -> dict[str, float]:
+    """Mean Y-PSNR (crop = scale) of MATLAB-bicubic upscaling per validation set: fixed, computed once."""
+    out = {}
+    for ds in val_sets:
+        vals = [float(psnr(bicubic_upscale(it["lr"][None], scale), it["hr"][None], scale)) for it in ds]
+        out[ds.name] = sum(vals) / len(vals)
+    return out
+
+
+def evaluate(
+    G, val_sets: list[SRValDataset], rt: Runtime, scale: int, bicubic: dict[str, float], niqe: bool = False
+) -> dict:
+    """Mean Y-PSNR / Y-SSIM (crop = scale) per validation set, beside ``bicubic`` (``bicubic_baseline``)."""
     G.eval()
     results = {}
     niqe_metric = None
@@ -122,7 +134,7 @@ def evaluate(G, val_sets: list[SRValDataset], rt: Runtime, scale: int, niqe: boo
 
         niqe_metric = NIQE()
     for ds in val_sets:
-        ps, ss, bp, nq = [], [], [], []
+        ps, ss, nq = [], [], []
         for item in ds:
             lr = rt.to_device(item["lr"][None])
             with rt.autocast():
@@ -131,21 +143,13 @@ def evaluate(G, val_sets: list[SRValDataset], rt: Runtime, scale: int, niqe: boo
             sr = sr.cpu().clamp(0, 1)
             ps.append(float(psnr(sr, hr, scale)))
             ss.append(float(ssim(sr, hr, scale)))
-            bic = _bicubic_up(item["lr"][None], scale)
-            bp.append(float(psnr(bic, hr, scale)))
             if niqe_metric is not None:
                 nq.append(float(niqe_metric(sr, crop_border=scale)))
-        res = {"psnr_y": sum(ps) / len(ps), "ssim_y": sum(ss) / len(ss), "bicubic_psnr_y": sum(bp) / len(bp)}
+        res = {"psnr_y": sum(ps) / len(ps), "ssim_y": sum(ss) / len(ss), "bicubic_psnr_y": bicubic[ds.name]}
         if nq:
             res["niqe"] = sum(nq) / len(nq)
         results[ds.name] = res
     return results
-
-
-def _bicubic_up(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    from pyiqa.matlab_utils import imresize
-
-    return imresize(lr, scale=scale).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -251,6 +255,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
     val_sets = (
         [SRValDataset(d, cfg.data.scale, cfg.data.val_max_size) for d in cfg.data.val_dirs] if info.is_main else []
     )
+    bicubic = bicubic_baseline(val_sets, cfg.data.scale)
     start = int(state["step"]) if state else 0
     sampler = TrainSampler(len(train_set), info.rank, info.world_size, cfg.train.seed, start=start * per_rank_batch)
     loader = DataLoader(
@@ -371,7 +376,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
         nonlocal best
         res = {}
         if info.is_main and val_sets:
-            res = evaluate(ema.module, val_sets, rt, cfg.data.scale, cfg.log.niqe)
+            res = evaluate(ema.module, val_sets, rt, cfg.data.scale, bicubic, cfg.log.niqe)
             for name, r in res.items():
                 logger.metrics(step, "val", {"dataset": name, **r}, tb_prefix=f"val/{name}")
                 log.info(
