@@ -272,19 +272,26 @@ def _generate_for_eval(args, net, device):
     G, cfg = load_generator(args.weights, str(device))
     size = tuple(cfg.data.size)
     ds = CityscapesDataset(args.data_root, args.split, size)
-    fakes = []
-    with torch.inference_mode():
+
+    def fakes():  # streamed: generated, written if asked, and scored one at a time
+        with torch.inference_mode():
+            for i in range(len(ds)):
+                item = ds[i]
+                img = ((G(item["label"][None].to(device)).float()[0] + 1) / 2).clamp(0, 1).cpu()
+                if args.out is not None:
+                    stem = Path(item["path"]).name.replace("_gtFine_labelIds.png", "")
+                    write_image(args.out / f"{stem}.png", img.permute(1, 2, 0).numpy())
+                yield img
+
+    def reals():  # consumed only when the real statistics are not cached
         for i in range(len(ds)):
             item = ds[i]
-            img = ((G(item["label"][None].to(device)).float()[0] + 1) / 2).clamp(0, 1).cpu()
-            fakes.append(img)
-            if args.out is not None:
-                stem = Path(item["path"]).name.replace("_gtFine_labelIds.png", "")
-                write_image(args.out / f"{stem}.png", img.permute(1, 2, 0).numpy())
-    fake_stats = FIDStats.from_images(fakes, net, args.batch_size, device, PROTOCOL, f"{args.weights} on {args.split}")
-    reals = ((ds[i]["image"] + 1) / 2 for i in range(len(ds)) if "image" in ds[i])
-    source = f"Cityscapes {args.split} photos, bicubic to {size[1]}x{size[0]}"
-    return fake_stats, reals, source
+            if "image" in item:
+                yield (item["image"] + 1) / 2
+
+    source = f"{args.weights} on {args.split}"
+    fake_stats = FIDStats.from_images(fakes(), net, args.batch_size, device, PROTOCOL, source)
+    return fake_stats, reals(), f"Cityscapes {args.split} photos, bicubic to {size[1]}x{size[0]}"
 
 
 if __name__ == "__main__":

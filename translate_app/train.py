@@ -201,7 +201,8 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, stop_after) -> Tra
     if info.is_main:
         try:
             val = CityscapesDataset(cfg.data.root, cfg.data.val_split, size)
-            val_items = [val[i] for i in range(min(len(val), max(4, cfg.log.fid_images)))]
+            n_val = max(4, cfg.log.fid_images) if cfg.log.fid_every else 4  # FID subset, else sample rows only
+            val_items = [val[i] for i in range(min(len(val), n_val))]
         except ValueError as e:
             log.warning("no validation split (%s): samples use training frames, no periodic FID", e)
         if not val_items:
@@ -326,7 +327,8 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, stop_after) -> Tra
             if info.is_main and (step % cfg.log.sample_every == 0 or step == end):
                 save_samples(gdist.unwrap(G), val_items[:4], rt, run_dir / "samples" / f"step_{step:08d}.png")
             is_best = False
-            if fid_net is not None and (step % cfg.log.fid_every == 0 or step == total):
+            fid_due = bool(cfg.log.fid_every) and (step % cfg.log.fid_every == 0 or step == total)  # same on all ranks
+            if fid_net is not None and fid_due:
                 from gan_core.metrics.fid import FIDStats, fid_from_stats
 
                 fakes = generate(gdist.unwrap(G), fid_items, rt)
@@ -336,7 +338,8 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, stop_after) -> Tra
                 log.info("step %d FID %.3f on %d validation images", step, last_fid, len(fid_items))
                 is_best = last_fid < best_fid
                 best_fid = min(best_fid, last_fid)
-            is_best = gdist.all_reduce_flag(is_best, rt.device)
+            if fid_due:  # only rank 0 computes FID: share its verdict (a collective only on FID steps)
+                is_best = gdist.all_reduce_flag(is_best, rt.device)
             save_due = step % cfg.log.save_every == 0 or step == end
             if save_due or is_best:
                 checkpoint(step, is_best, save_due)
