@@ -18,6 +18,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,10 +191,14 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool | None = 
         raise WeightsError(_missing_message(spec, f"Download failed (offline?): {e}")) from None
 
 
-def weights_status() -> list[dict]:
-    """One row per manifest entry: where it was found (if anywhere) and whether its hash matches."""
+def weights_status(names: Iterable[str] | None = None) -> list[dict]:
+    """One row per manifest entry (or per entry of ``names``): where it was found (if anywhere) and whether
+    its hash matches (hashing reads the whole file: ask only for the entries you show)."""
     rows = []
+    wanted = None if names is None else set(names)
     for name, spec in sorted(load_manifest().items()):
+        if wanted is not None and name not in wanted:
+            continue
         found, ok, note = None, False, "missing"
         for cand in [*(d / spec.file for d in weights_dirs()), hub_checkpoints_dir() / spec.file]:
             if cand.is_file():

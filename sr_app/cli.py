@@ -139,7 +139,6 @@ def _list_models() -> int:
 
     from .infer import load_manifest_default
 
-    status = {r["name"]: r for r in weights_status()}
     try:
         default = load_manifest_default()
     except FileNotFoundError:
@@ -148,6 +147,7 @@ def _list_models() -> int:
     if not models:
         print("no models in weights/manifest.json")
         return 1
+    status = {r["name"]: r for r in weights_status(s.name for s in models)}  # hashes the models only
     for spec in models:
         st = status.get(spec.name, {})
         mark = "*" if spec.name == default else " "
