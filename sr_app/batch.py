@@ -191,7 +191,7 @@ def run_batch(files: list[tuple[Path, Path]], upscaler, opts: BatchOptions, log=
             n_tiles = _count_tiles(H, W, tile)
             bar = tqdm(total=n_tiles, desc=src.name, unit="tile", leave=False, disable=None if n_tiles > 4 else True)
             dtype = np.uint16 if img.bit_depth == 16 else np.uint8
-            pixels = upscaler._upscale_pixels(img.pixels, dtype, opts.outscale, on_tile=bar.update)
+            pixels = upscaler._upscale_pixels(img.pixels, dtype, opts.outscale, on_tile=bar.update, tile=tile)
             bar.close()
             bit_depth, icc, exif = img.bit_depth, img.icc_profile, img.exif
             img = None  # free the decoded input before the encoder needs its own copy of the output

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from gan_core.buffers import large_empty
 from gan_core.runtime import autocast_dtype
-from gan_core.tiling import upscale_tiled
+from gan_core.tiling import quantize_into, upscale_tiled
 from gan_core.weights import load_manifest, resolve_weights
 
 from .models import SRGenerator, generator_weights, strip_prefixes
@@ -286,24 +286,26 @@ class Upscaler:
             return res if batched else res[0]
         raise TypeError(f"cannot upscale a {type(image).__name__}: give a PIL image, numpy array or tensor")
 
-    def _upscale_pixels(self, pixels: np.ndarray, out_dtype, outscale: float | None, on_tile=None) -> np.ndarray:
+    def _upscale_pixels(
+        self, pixels: np.ndarray, out_dtype, outscale: float | None, on_tile=None, tile: int | None = None
+    ) -> np.ndarray:
         C = pixels.shape[2]
         color = pixels[..., :3] if C in (3, 4) else pixels[..., :1]
         alpha = pixels[..., C - 1 :] if C in (2, 4) else None
         if alpha is not None:
             color = bleed_transparent(color, alpha)
-        up = self.upscale_array(color, np.float32 if (outscale or alpha is not None) else out_dtype, on_tile)
+        up = self.upscale_array(color, np.float32 if (outscale or alpha is not None) else out_dtype, on_tile, tile)
         if alpha is not None:
             a = torch.from_numpy(np.ascontiguousarray(alpha.transpose(2, 0, 1)))[None]
             a = F.interpolate(a, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp_(0, 1)
             up = np.concatenate([up, a[0].permute(1, 2, 0).numpy()], axis=2)
         if outscale and outscale != self.scale:
             up = resize_pixels(up, outscale / self.scale)
-        if out_dtype == np.uint8:
-            return np.clip(np.rint(up * 255.0), 0, 255).astype(np.uint8) if up.dtype != np.uint8 else up
-        if out_dtype == np.uint16:
-            return np.clip(np.rint(up * 65535.0), 0, 65535).astype(np.uint16) if up.dtype != np.uint16 else up
-        return up.astype(np.float32)
+        if up.dtype == out_dtype:
+            return up
+        out = large_empty(up.shape, out_dtype)
+        quantize_into(out, up)  # in place on the float result: no output-sized temporaries
+        return out
 
 
 def bleed_transparent(color: np.ndarray, alpha: np.ndarray, iterations: int = 8) -> np.ndarray:
