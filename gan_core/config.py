@@ -71,15 +71,14 @@ def _coerce(value: Any, tp, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         # Literals and exact types first, so that "auto" in float | Literal["auto"] is kept as a string
         for arg in sorted(args, key=lambda a: 0 if get_origin(a) is Literal or a is str else 1):
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):

@@ -7,7 +7,6 @@ them everything runs as a single process (rank 0 of 1) and no process group is c
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import random
 from dataclasses import dataclass
@@ -103,11 +102,3 @@ def seed_everything(seed: int) -> None:
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DDP (or DataParallel) wrapper."""
     return getattr(model, "module", model)
-
-
-def rank_zero_logger(name: str, info: DistInfo) -> logging.Logger:
-    """A logger that is silent on ranks other than 0."""
-    logger = logging.getLogger(name)
-    if not info.is_main:
-        logger.setLevel(logging.ERROR)
-    return logger

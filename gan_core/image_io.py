@@ -66,10 +66,6 @@ class LoadedImage:
         return self.channels in (2, 4)
 
     @property
-    def is_gray(self) -> bool:
-        return self.channels in (1, 2)
-
-    @property
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.pixels.shape[1], self.pixels.shape[0]

@@ -68,13 +68,11 @@ def hub_checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def load_manifest(extra: Path | None = None) -> dict[str, WeightSpec]:
+def load_manifest() -> dict[str, WeightSpec]:
     """Merged manifest entries (repository manifest first, then each weights folder's)."""
     specs: dict[str, WeightSpec] = {}
     # the repository's manifest first: entries of user folders (listed first in weights_dirs) override it
     candidates = [REPO_WEIGHTS / "manifest.json", *[d / "manifest.json" for d in reversed(weights_dirs())]]
-    if extra is not None:
-        candidates.append(extra)
     seen = set()
     for path in candidates:
         if path in seen or not path.is_file():

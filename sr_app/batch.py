@@ -41,7 +41,6 @@ class BatchOptions:
     outdir: Path
     suffix: str = "out"
     ext: str = "auto"  # auto | png | jpg | webp
-    recursive: bool = False
     skip_existing: bool = False
     overwrite: bool = False
     outscale: float | None = None
@@ -49,7 +48,6 @@ class BatchOptions:
     ref_dir: Path | None = None
     niqe: bool = True
     niqe_max_pixels: int = 4_000_000  # NIQE works in float64 (~400 bytes per pixel): skipped above this
-    report: Path | None = None
 
 
 @dataclass

@@ -207,9 +207,9 @@ def infer_main(argv: list[str] | None = None) -> int:
         f"{' + channels_last' if up.channels_last else ''}, tile {tile}, {len(files)} input(s)"
     )
     opts = BatchOptions(
-        outdir=args.output, suffix=args.suffix, ext=args.ext, recursive=args.recursive,
+        outdir=args.output, suffix=args.suffix, ext=args.ext,
         skip_existing=args.skip_existing, overwrite=args.overwrite, outscale=args.outscale,
-        max_pixels=int(args.max_pixels), ref_dir=args.ref, niqe=not args.no_niqe, report=args.report,
+        max_pixels=int(args.max_pixels), ref_dir=args.ref, niqe=not args.no_niqe,
         niqe_max_pixels=int(args.niqe_max_mp * 1e6),
     )  # fmt: skip
     summary = run_batch(files, up, opts, log)

@@ -253,8 +253,3 @@ class SRValDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return self._items[i]
-
-
-def epoch_length(dataset_size: int, world_size: int) -> int:
-    """Samples per rank per epoch (DistributedSampler pads to equal length)."""
-    return math.ceil(dataset_size / world_size)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from gan_core import distributed as gdist
 from gan_core.checkpoint import CheckpointManager, load_checkpoint, resume_state, rng_state, set_rng_state
-from gan_core.config import from_dict, save_yaml, to_dict
+from gan_core.config import save_yaml, to_dict
 from gan_core.ema import ema_model
 from gan_core.losses import VGG19Features, d_hinge_loss, g_hinge_loss, pixel_loss
 from gan_core.metrics import psnr, ssim
@@ -223,7 +223,6 @@ def train(
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {info.world_size} ranks")
     per_rank_batch = cfg.train.batch_size // info.world_size
     logger = RunLogger(run_dir, "sr_train", info.is_main, cfg.log.tensorboard, cfg.train.steps)
-    log = logger.log
     finished = False
     try:
         if info.is_main:
@@ -233,7 +232,6 @@ def train(
         return result
     finally:
         logger.close()
-        log.handlers.clear()
         gdist.cleanup(info, sync=finished)
 
 
@@ -486,7 +484,3 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
 
 def _finite(losses: dict) -> bool:
     return all(bool(torch.isfinite(v)) for v in losses.values())
-
-
-def load_config_from_checkpoint(path: str | Path) -> SRTrainConfig:
-    return from_dict(SRTrainConfig, load_checkpoint(path)["config"])

@@ -76,10 +76,10 @@ def load_generator(path: str | Path, device: str = "cpu"):
     from gan_core.checkpoint import load_checkpoint
     from gan_core.config import from_dict
 
-    from .train import build_generator
+    from .train import CKPT_FORMAT, build_generator
 
     ck = load_checkpoint(path)
-    if ck.get("format") != "san-gan/translate-train/1":
+    if ck.get("format") != CKPT_FORMAT:
         raise ValueError(f"{path} is not a translate-train checkpoint")
     cfg = from_dict(SpadeTrainConfig, ck["config"])
     G = build_generator(cfg)
