@@ -31,6 +31,9 @@ from gan_core.norm import refresh_norm_constants
 from gan_core.runtime import tune_cpu_allocator
 from translate_app.discriminator import MultiscaleDiscriminator
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from norm_overhead import peak_extra_memory
+
 VARIANTS = {
     "none": dict(critic_norm="none", padding="zeros"),
     "sn": dict(critic_norm="sn", padding="zeros"),
@@ -58,29 +61,6 @@ def update(D, opt, x, amp: bool) -> float:
     return t_refresh
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_during(fn) -> float:
-    import threading
-
-    base, peak, done = _rss(), [0], threading.Event()
-
-    def poll():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss())
-            time.sleep(0.0002)
-
-    t = threading.Thread(target=poll)
-    t.start()
-    fn()
-    done.set()
-    t.join()
-    return max(0, max(peak[0], _rss()) - base) / 2**20
-
-
 def memory_probe(variant: str) -> None:
     from gan_core.norm.san_layer import SparsityAwareNorm, _PeakCache
 
@@ -91,13 +71,13 @@ def memory_probe(variant: str) -> None:
     for m in D.modules():  # forget every per-kernel peak: the next refresh starts from scratch
         if isinstance(m, SparsityAwareNorm):
             m._cache = _PeakCache()
-    cold = peak_during(lambda: refresh_norm_constants(D))
+    cold, _ = peak_extra_memory(lambda: refresh_norm_constants(D))
     D.train()
     opt = torch.optim.Adam(D.parameters(), 4e-4, betas=(0.5, 0.9))
     loss = sum(p[-1].mean() for p in D(x))
     loss.backward()
     opt.step()  # weights move as in training
-    warm = peak_during(lambda: refresh_norm_constants(D))
+    warm, _ = peak_extra_memory(lambda: refresh_norm_constants(D))
     print(json.dumps({"cold": cold, "warm": warm}))
 
 
