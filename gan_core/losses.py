@@ -18,6 +18,7 @@ from .weights import resolve_weights
 __all__ = [
     "VGG19_LAYERS",
     "VGG19Features",
+    "all_finite",
     "d_hinge_loss",
     "feature_matching_loss",
     "g_hinge_loss",
@@ -123,3 +124,8 @@ class VGG19Features(nn.Module):
         for w, a, b in zip(weights, fp, ft, strict=True):
             total = total + w * F.l1_loss(a.float(), b.float())
         return total
+
+
+def all_finite(losses: dict[str, torch.Tensor]) -> bool:
+    """True when every (0-dim) loss is finite; one device sync for the whole dict."""
+    return bool(torch.isfinite(torch.stack([v.detach().float() for v in losses.values()])).all())

@@ -29,7 +29,7 @@ from gan_core import distributed as gdist
 from gan_core.checkpoint import CheckpointManager, load_checkpoint, resume_state, rng_state, set_rng_state
 from gan_core.config import save_yaml, to_dict
 from gan_core.ema import ema_model
-from gan_core.losses import VGG19Features, d_hinge_loss, g_hinge_loss, pixel_loss
+from gan_core.losses import VGG19Features, all_finite, d_hinge_loss, g_hinge_loss, pixel_loss
 from gan_core.metrics import psnr, ssim
 from gan_core.norm import norm_constants, refresh_norm_constants
 from gan_core.runlog import RunLogger, format_eta
@@ -411,29 +411,31 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
             lr, hr = rt.to_device(batch["lr"]), rt.to_device(batch["hr"])
             if not gan:
                 losses = pretrain_step(G, lr, hr, opt_g, cfg.loss.pretrain_pixel, rt)
-                nonfinite = gdist.all_reduce_flag(not _finite(losses), rt.device)
+                nonfinite = gdist.all_reduce_flag(not all_finite(losses), rt.device)
                 if not nonfinite:
                     opt_g.step()
             else:
                 with rt.autocast():
                     fake = G(lr)
                 losses = d_step(D, hr, fake, opt_d, rt)
-                nonfinite = gdist.all_reduce_flag(not _finite(losses), rt.device)
+                nonfinite = gdist.all_reduce_flag(not all_finite(losses), rt.device)
                 if not nonfinite:
                     opt_d.step()
                     refresh_norm_constants(D)  # constants follow every critic update
-                losses.update(g_step(gdist.unwrap(D), fake, hr, opt_g, vgg, cfg.loss, rt))
-                g_nonfinite = gdist.all_reduce_flag(not _finite(losses), rt.device)
+                g_losses = g_step(gdist.unwrap(D), fake, hr, opt_g, vgg, cfg.loss, rt)
+                g_nonfinite = gdist.all_reduce_flag(not all_finite(g_losses), rt.device)
+                losses.update(g_losses)
                 if not (nonfinite or g_nonfinite):
                     opt_g.step()
                 nonfinite = nonfinite or g_nonfinite
             step += 1
+            values = {k: float(v) for k, v in losses.items()}  # the step's one conversion to Python numbers
             if nonfinite:
                 streak += 1
                 log.warning(
                     "step %d: non-finite loss (%s); step skipped (%d in a row)",
                     step,
-                    ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()),
+                    ", ".join(f"{k}={v:.4g}" for k, v in values.items()),
                     streak,
                 )
                 if streak >= cfg.train.max_nonfinite:
@@ -447,10 +449,10 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
             sched_g.step()
             if sched_d is not None:
                 sched_d.step()
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
+            for k, v in values.items():
+                totals[k] = totals.get(k, 0.0) + v
             n_logged += 1
-            logger.progress(step, {k: float(v) for k, v in losses.items() if k in ("pixel", "d_hinge", "g_total")})
+            logger.progress(step, {k: v for k, v in values.items() if k in ("pixel", "d_hinge", "g_total")})
             if step % cfg.log.log_every == 0 or step == end:
                 ips, eta = logger.rate(step)
                 means = {k: v / n_logged for k, v in totals.items()}
@@ -480,7 +482,3 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
         raise
     log.info("done at step %d (%s)", step, "finished" if step >= cfg.train.steps else "stopped early")
     return TrainResult(step, last_val, gdist.unwrap(G), ema.module, gdist.unwrap(D) if D is not None else None)
-
-
-def _finite(losses: dict) -> bool:
-    return all(bool(torch.isfinite(v)) for v in losses.values())

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from gan_core import distributed as gdist
 from gan_core.checkpoint import CheckpointManager, resume_state, rng_state, set_rng_state
 from gan_core.config import save_yaml, to_dict
-from gan_core.losses import VGG19Features, d_hinge_loss, feature_matching_loss, g_hinge_loss
+from gan_core.losses import VGG19Features, all_finite, d_hinge_loss, feature_matching_loss, g_hinge_loss
 from gan_core.norm import norm_constants, refresh_norm_constants
 from gan_core.runlog import RunLogger, format_eta
 from gan_core.runtime import Runtime, training_runtime
@@ -291,11 +291,11 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, stop_after) -> Tra
             batch = next(it)
             seg, real = rt.to_device(batch["label"]), rt.to_device(batch["image"])
             losses = g_step(G, gdist.unwrap(D), seg, real, opt_g, vgg, cfg.loss, rt)
-            bad_g = gdist.all_reduce_flag(not all(bool(torch.isfinite(v)) for v in losses.values()), rt.device)
+            bad_g = gdist.all_reduce_flag(not all_finite(losses), rt.device)
             if not bad_g:
                 opt_g.step()
             d_losses = d_step(G, D, seg, real, opt_d, rt)
-            bad_d = gdist.all_reduce_flag(not all(bool(torch.isfinite(v)) for v in d_losses.values()), rt.device)
+            bad_d = gdist.all_reduce_flag(not all_finite(d_losses), rt.device)
             if not bad_d:
                 opt_d.step()
                 refresh_norm_constants(D)  # constants follow every critic update
@@ -303,19 +303,20 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, stop_after) -> Tra
             step += 1
             sched_g.step()
             sched_d.step()
+            values = {k: float(v) for k, v in losses.items()}  # the step's one conversion to Python numbers
             if bad_g or bad_d:
                 streak += 1
                 log.warning("step %d: non-finite loss (%s); update skipped (%d in a row)", step,
-                            ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()), streak)  # fmt: skip
+                            ", ".join(f"{k}={v:.4g}" for k, v in values.items()), streak)  # fmt: skip
                 if streak >= cfg.train.max_nonfinite:
                     checkpoint(step)
                     raise TrainingDiverged(f"{streak} consecutive non-finite losses at step {step}; see {ckpts.folder}")
             else:
                 streak = 0
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
+            for k, v in values.items():
+                totals[k] = totals.get(k, 0.0) + v
             n_logged += 1
-            logger.progress(step, {k: float(losses[k]) for k in ("g_total", "d_hinge")})
+            logger.progress(step, {k: values[k] for k in ("g_total", "d_hinge")})
             if step % cfg.log.log_every == 0 or step == end:
                 ips, eta = logger.rate(step)
                 means = {k: v / n_logged for k, v in totals.items()}
