@@ -15,7 +15,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_flag", "barrier", "cleanup", "init_distributed", "seed_everything", "unwrap"]
+__all__ = [
+    "DistInfo",
+    "all_reduce_flag",
+    "barrier",
+    "cleanup",
+    "init_distributed",
+    "pick_device",
+    "seed_everything",
+    "unwrap",
+]
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,9 @@ class DistInfo:
         return self.world_size > 1
 
 
-def _pick_device(name: str, local_rank: int) -> torch.device:
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` (this rank's GPU), ``cuda:N``, ``mps``;
+    a CUDA request without CUDA is an error, not a silent fallback."""
     if name in ("auto", ""):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
@@ -53,7 +64,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _pick_device(device, local)
+    dev = pick_device(device, local)
     owns = False
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")

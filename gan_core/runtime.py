@@ -22,7 +22,7 @@ import torch
 
 from .distributed import DistInfo, init_distributed
 
-__all__ = ["Runtime", "autocast_dtype", "cpu_has_fast_bf16", "training_runtime", "tune_cpu_allocator"]
+__all__ = ["Runtime", "autocast", "autocast_dtype", "cpu_has_fast_bf16", "training_runtime", "tune_cpu_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -104,7 +104,7 @@ class Runtime:
     info: DistInfo
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
+        return autocast(self.device, self.amp)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -120,3 +120,8 @@ def training_runtime(device: str, precision: str, channels_last: bool) -> Runtim
     if info.device.type == "cpu":
         tune_cpu_allocator()
     return rt
+
+
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """``torch.autocast`` to ``amp`` on ``device``'s type; a disabled context when ``amp`` is None (fp32)."""
+    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)

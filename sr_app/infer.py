@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from gan_core.buffers import large_empty
-from gan_core.runtime import autocast_dtype
+from gan_core.distributed import pick_device
+from gan_core.runtime import autocast, autocast_dtype
 from gan_core.tiling import quantize_into, upscale_tiled
 from gan_core.weights import load_manifest, resolve_weights
 
@@ -134,15 +135,6 @@ def export_generator(checkpoint: str | Path, out: str | Path, fp16: bool = True,
     return out
 
 
-def _pick_device(device: str) -> torch.device:
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but this torch build has no CUDA")
-    return dev
-
-
 class Upscaler:
     """A generator ready for inference on a device and precision, with tiling (see module docstring)."""
 
@@ -155,7 +147,7 @@ class Upscaler:
         tile: int | str = "auto",
         tile_pad: int = DEFAULT_TILE_PAD,
     ) -> None:
-        self.device = _pick_device(str(device)) if not isinstance(device, torch.device) else device
+        self.device = device if isinstance(device, torch.device) else pick_device(str(device))
         self.amp = autocast_dtype(precision, self.device, allow_fp16=True)
         self.channels_last = self.amp is not None
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -210,7 +202,7 @@ class Upscaler:
         if self.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         amp = None if fp32 else self.amp
-        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with autocast(self.device, amp):
             y = self.model(inp)
         y = y[0].float()
         if amp is not None and not torch.isfinite(y).all():

@@ -129,14 +129,18 @@ def infer_main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from gan_core.distributed import pick_device
     from gan_core.image_io import ImageError, write_image
-    from gan_core.runtime import autocast_dtype, tune_cpu_allocator
+    from gan_core.runtime import autocast, autocast_dtype, tune_cpu_allocator
 
     from .data import colorize_labels, label_tensor, load_instance_map, load_label_map, pair_instance_file
 
     tune_cpu_allocator()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as e:
+        print(f"{p.prog}: {e}", file=sys.stderr)
+        return 2
     try:
         G, cfg = load_generator(args.weights, str(device))
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
@@ -158,10 +162,7 @@ def infer_main(argv: list[str] | None = None) -> int:
             inst_path = pair_instance_file(f)
             inst = load_instance_map(inst_path, size) if inst_path is not None else None
             seg = label_tensor(labels, inst)[None].to(device)
-            with (
-                torch.inference_mode(),
-                torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None),
-            ):
+            with torch.inference_mode(), autocast(device, amp):
                 img = G(seg).float()[0]
             img = ((img + 1) / 2).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             write_image(out, img)
@@ -212,13 +213,15 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the result as JSON")
     args = p.parse_args(argv)
 
-    import torch
-
+    from gan_core.distributed import pick_device
     from gan_core.metrics.fid import PROTOCOL, FIDInception, FIDStats, fid_from_stats, load_stats, save_stats
     from gan_core.weights import WeightsError
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as e:
+        print(f"{p.prog}: {e}", file=sys.stderr)
+        return 2
     try:
         net = FIDInception(args.fid_weights)
     except WeightsError as e:
