@@ -30,8 +30,11 @@ from .buffers import large_empty
 
 __all__ = [
     "ALPHA_FORMATS",
+    "IMAGE_EXTENSIONS",
     "ImageError",
     "LoadedImage",
+    "format_for",
+    "list_images",
     "pil_to_pixels",
     "pixels_to_pil",
     "read_image",
@@ -39,6 +42,7 @@ __all__ = [
     "write_png16",
 ]
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what folders are searched for
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 _EXT_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                ".tif": "TIFF", ".tiff": "TIFF"}  # fmt: skip
@@ -229,7 +233,17 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
+def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
+    """Image files (png/jpg/jpeg/bmp/webp, any case) under ``root``, sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
+    it = root.rglob("*") if recursive else root.glob("*")
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def format_for(path: str | Path) -> str:
+    """PIL format name for a path's extension (ImageError when we cannot write it)."""
     fmt = _EXT_FORMAT.get(Path(path).suffix.lower())
     if fmt is None:
         raise ImageError(f"{path}: unsupported output extension (use .png, .jpg, .webp, .bmp or .tif)")

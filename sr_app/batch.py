@@ -20,20 +20,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gan_core.image_io import ALPHA_FORMATS, ImageError, LoadedImage, read_image, write_image
-from sr_app.data import IMAGE_EXTENSIONS, list_images
+from gan_core.image_io import (
+    ALPHA_FORMATS,
+    IMAGE_EXTENSIONS,
+    ImageError,
+    LoadedImage,
+    format_for,
+    list_images,
+    read_image,
+    write_image,
+)
 
 __all__ = ["BatchOptions", "collect_inputs", "run_batch"]
 
-_WRITABLE = {
-    ".png": "png",
-    ".jpg": "jpg",
-    ".jpeg": "jpg",
-    ".webp": "webp",
-    ".bmp": "bmp",
-    ".tif": "tif",
-    ".tiff": "tif",
-}
+_FORMAT_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}  # output name per format
 
 
 @dataclass
@@ -100,10 +100,15 @@ def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path,
 def _output_path(src: Path, rel: Path, img: LoadedImage, opts: BatchOptions) -> tuple[Path, str]:
     """Output path and a note (e.g. why the format changed)."""
     note = ""
-    ext = opts.ext if opts.ext != "auto" else _WRITABLE.get(src.suffix.lower(), "png")
+    ext = opts.ext
+    if ext == "auto":  # the input's format when we can write it, else PNG
+        try:
+            ext = _FORMAT_EXT[format_for(src)]
+        except ImageError:
+            ext = "png"
     if img.bit_depth == 16 and ext != "png":
         note, ext = "16-bit image written as 16-bit PNG", "png"
-    fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF"}[ext]
+    fmt = format_for(f"out.{ext}")
     if img.has_alpha and fmt not in ALPHA_FORMATS:
         note, ext = f"has transparency: written as PNG instead of {ext.upper()} (alpha kept)", "png"
     name = f"{src.stem}_{opts.suffix}.{ext}" if opts.suffix else f"{src.stem}.{ext}"

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from gan_core.image_io import IMAGE_EXTENSIONS, list_images
 from gan_core.sampling import TrainSampler
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def bicubic_downscale(hr: torch.Tensor, scale: int, uint8_intermediate: bool = True) -> torch.Tensor:
@@ -73,15 +73,6 @@ def bicubic_downscale(hr: torch.Tensor, scale: int, uint8_intermediate: bool = T
     y = resize_1d(y, -1, size=math.ceil(W / scale), scale=1.0 / scale)
     y = (y / 255.0).reshape(B, C, y.shape[-2], y.shape[-1])
     return y[0] if squeeze else y
-
-
-def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
-    """Image files (png/jpg/jpeg/bmp/webp, any case) under ``root``, sorted."""
-    root = Path(root)
-    if root.is_file():
-        return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
-    it = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

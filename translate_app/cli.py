@@ -182,9 +182,9 @@ def _folder_images(folder: Path):
     import numpy as np
     import torch
 
-    from gan_core.image_io import read_image
+    from gan_core.image_io import list_images, read_image
 
-    files = sorted(q for q in folder.rglob("*") if q.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+    files = list_images(folder)
     if len(files) < 2:
         raise ValueError(f"{folder}: FID needs at least 2 images, found {len(files)}")
     for f in files:
