@@ -11,13 +11,13 @@ truncated or corrupted files without unpickling them.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
+
+from .atomic import atomic_write
 
 __all__ = [
     "CheckpointManager",
@@ -37,17 +37,8 @@ _STEP_RE = re.compile(r"step_(\d+)\.pt$")
 def atomic_torch_save(obj, path: str | Path) -> Path:
     """``torch.save`` to ``path`` through a temporary file + fsync + ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
     return path
 
 

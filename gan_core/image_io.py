@@ -16,9 +16,7 @@ Every failure is an ``ImageError`` naming the file and the reason.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .atomic import atomic_write
 from .buffers import large_empty
 
 __all__ = [
@@ -269,10 +268,8 @@ def write_image(
         raise ImageError(f"{path}: {fmt} cannot store an alpha channel; write PNG or WebP")
     if bit_depth == 16 and fmt != "PNG":
         raise ImageError(f"{path}: 16-bit output is written as PNG only")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             if bit_depth == 16:
                 write_png16(f, pixels, icc_profile)
             else:
@@ -287,11 +284,7 @@ def write_image(
                 if fmt == "JPEG":
                     kw["subsampling"] = 0  # 4:4:4: keep the colour detail the upscaler produced
                 im.save(f, format=fmt, **kw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
         if isinstance(e, ImageError | KeyboardInterrupt):
             raise
         raise ImageError(f"{path}: cannot write ({e})") from e

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .atomic import atomic_write
 
 __all__ = [
     "WeightSpec",
@@ -121,19 +122,13 @@ def _offline() -> bool:
 
 
 def _download(spec: WeightSpec, dest: Path, timeout: float = 20.0) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{spec.file}.", suffix=".part", dir=dest.parent)
     h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as resp:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-                h.update(block)
-        if spec.sha256 and h.hexdigest() != spec.sha256:
+    with atomic_write(dest, suffix=".part") as out, urllib.request.urlopen(spec.url, timeout=timeout) as resp:
+        for block in iter(lambda: resp.read(1 << 20), b""):
+            out.write(block)
+            h.update(block)
+        if spec.sha256 and h.hexdigest() != spec.sha256:  # raised inside: the partial file is removed
             raise WeightsError(f"download of {spec.url} has SHA-256 {h.hexdigest()}, expected {spec.sha256}")
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return dest
 
 

@@ -149,19 +149,12 @@ def fid_from_stats(a: FIDStats, b: FIDStats) -> float:
 
 def save_stats(path: str | Path, stats: FIDStats) -> Path:
     """Write ``.npz`` statistics with their protocol (atomically)."""
-    import os
-    import tempfile
+    from ..atomic import atomic_write
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n), protocol=json.dumps(stats.protocol),
+    with atomic_write(path) as f:
+        np.savez(f, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n), protocol=json.dumps(stats.protocol),
                  source=stats.source)  # fmt: skip
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
