@@ -74,18 +74,12 @@ class MultiscaleDiscriminator(nn.Module):
         if san_layers not in ("all", "sn_layers_only"):
             raise ValueError(f"san_layers must be 'all' or 'sn_layers_only', got {san_layers!r}")
         self.scales = nn.ModuleList([NLayerDiscriminator(input_nc, ndf, n_layers) for _ in range(num_D)])
-        for k, D in enumerate(self.scales):
-            convs = D.convs()
-            # SAN-SPADE normalizes every conv; SPADE's SN (and BSSN) sit on the IN-followed convs only
-            normed = convs if critic_norm == "san" and san_layers == "all" else convs[1:-1]
-            for i, conv in enumerate(convs):
-                # a distinct seed per conv (apply_critic_norm derives layer seeds from names, and each conv
-                # is converted on its own here)
-                opts = {**norm_options, "seed": int(norm_options.get("seed", 0)) * 100_003 + 1000 * k + i}
-                if conv in normed and critic_norm != "none":
-                    apply_critic_norm(conv, critic_norm, padding=padding, **opts)
-                else:
-                    apply_critic_norm(conv, "none", padding=padding)
+        # SAN-SPADE normalizes every conv; SPADE's SN (and BSSN) sit on the IN-followed convs only
+        every = critic_norm == "san" and san_layers == "all"
+        normed = {id(c) for D in self.scales for c in (D.convs() if every else D.convs()[1:-1])}
+        if critic_norm == "none":
+            norm_options.pop("seed", None)  # no random state to seed
+        apply_critic_norm(self, critic_norm, include=lambda _, m: id(m) in normed, padding=padding, **norm_options)
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         outs = []

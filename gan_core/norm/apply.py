@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -88,12 +89,16 @@ def _check_free(name: str, layer: nn.Module) -> None:
         )
 
 
-def apply_critic_norm(module: nn.Module, kind: str, **options) -> nn.Module:
+def apply_critic_norm(
+    module: nn.Module, kind: str, include: Callable[[str, nn.Module], bool] | None = None, **options
+) -> nn.Module:
     """Convert every ``nn.Conv2d`` and ``nn.Linear`` inside ``module`` (itself included) in place.
 
     Args:
         module: the critic (or any sub-module / single layer).
         kind: ``"none" | "sn" | "bssn" | "san"``.
+        include: ``(name, layer) -> bool`` choosing the layers that get the normalization (default: all);
+            the others only get the padding (e.g. SPADE's SN on the InstanceNorm-followed convs only).
         **options: per kind (unknown ones raise ``ValueError`` listing the accepted ones):
             none / sn / bssn: ``padding`` = ``"zeros"`` (default) or ``"circular"``; sn, bssn: ``eps``;
             bssn: ``scale`` (default 1.0, multiplies conv and linear weights).
@@ -119,22 +124,23 @@ def apply_critic_norm(module: nn.Module, kind: str, **options) -> nn.Module:
         # the global RNG: ranks that seed their RNGs differently still hold identical constants
         layer_seed = mix_seed(seed, zlib.crc32(name.encode()))
         gen = torch.Generator().manual_seed(layer_seed)
+        layer_kind = kind if include is None or include(name, layer) else "none"
         if isinstance(layer, nn.Conv2d):
             set_conv_padding(layer, padding)
+            if layer_kind == "none":
+                continue
             if kind == "sn":
                 norm = SpectralNorm(layer.weight, generator=gen, **opts)
             elif kind == "bssn":
                 norm = BidirectionalSpectralNorm(layer.weight, generator=gen, **opts)
-            elif kind == "san":
-                norm = SparsityAwareNorm(layer, seed=layer_seed, **opts)
             else:
-                continue
+                norm = SparsityAwareNorm(layer, seed=layer_seed, **opts)
             # unsafe: skip the trial forward at registration (it would run the first-use initialisation
             # before DDP synchronises the weights); shapes and dtypes are preserved by construction
             parametrize.register_parametrization(layer, "weight", norm, unsafe=True)
             if kind == "san":
                 layer.register_forward_pre_hook(norm.observe_input)
-        elif kind != "none":
+        elif layer_kind != "none":
             sn_opts = {k: v for k, v in opts.items() if k in (("eps", "scale") if kind == "bssn" else ("eps",))}
             if kind == "san":
                 sn_opts = {}
