@@ -37,7 +37,7 @@ _STEP_RE = re.compile(r"step_(\d+)\.pt$")
 def atomic_torch_save(obj, path: str | Path) -> Path:
     """``torch.save`` to ``path`` through a temporary file + fsync + ``os.replace``."""
     path = Path(path)
-    with atomic_write(path) as f:
+    with atomic_write(path, overwrite=True) as f:  # run state: best.pt is replaced as training improves
         torch.save(obj, f)
     return path
 

@@ -256,10 +256,13 @@ def write_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     quality: int = 95,
+    overwrite: bool = False,
 ) -> Path:
     """Atomically write (H, W, C) pixels (float [0, 1], or uint8 / uint16 already quantized).
 
-    16-bit output needs a .png path. Alpha (C = 2 or 4) needs PNG, WebP or TIFF.
+    16-bit output needs a .png path. Alpha (C = 2 or 4) needs PNG, WebP or TIFF. An existing ``path`` is
+    replaced only with ``overwrite``; otherwise ``FileExistsError`` (not wrapped) is raised, also when
+    another process created it while this one was encoding.
     """
     path = Path(path)
     fmt = format_for(path)
@@ -269,7 +272,7 @@ def write_image(
     if bit_depth == 16 and fmt != "PNG":
         raise ImageError(f"{path}: 16-bit output is written as PNG only")
     try:
-        with atomic_write(path) as f:
+        with atomic_write(path, overwrite=overwrite) as f:
             if bit_depth == 16:
                 write_png16(f, pixels, icc_profile)
             else:
@@ -285,7 +288,7 @@ def write_image(
                     kw["subsampling"] = 0  # 4:4:4: keep the colour detail the upscaler produced
                 im.save(f, format=fmt, **kw)
     except BaseException as e:
-        if isinstance(e, ImageError | KeyboardInterrupt):
+        if isinstance(e, ImageError | FileExistsError | KeyboardInterrupt | SystemExit):
             raise
         raise ImageError(f"{path}: cannot write ({e})") from e
     return path

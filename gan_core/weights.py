@@ -123,7 +123,7 @@ def _offline() -> bool:
 
 def _download(spec: WeightSpec, dest: Path, timeout: float = 20.0) -> Path:
     h = hashlib.sha256()
-    with atomic_write(dest, suffix=".part") as out, urllib.request.urlopen(spec.url, timeout=timeout) as resp:
+    with atomic_write(dest, overwrite=True) as out, urllib.request.urlopen(spec.url, timeout=timeout) as resp:
         for block in iter(lambda: resp.read(1 << 20), b""):
             out.write(block)
             h.update(block)

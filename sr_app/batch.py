@@ -198,7 +198,7 @@ def run_batch(files: list[tuple[Path, Path]], upscaler, opts: BatchOptions, log=
             bar.close()
             bit_depth, icc, exif = img.bit_depth, img.icc_profile, img.exif
             img = None  # free the decoded input before the encoder needs its own copy of the output
-            write_image(out_path, pixels, bit_depth, icc, exif)
+            write_image(out_path, pixels, bit_depth, icc, exif, overwrite=opts.overwrite)
             written[key] = src
             summary.done += 1
             row = {

@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         f"model_x4_{up.name}.png": sr,
     }
     for name, t in files.items():
-        write_image(out / name, t[0].permute(1, 2, 0).numpy())
+        write_image(out / name, t[0].permute(1, 2, 0).numpy(), overwrite=True)
     nearest = torch.nn.functional.interpolate(lr_t, scale_factor=4, mode="nearest")
     strip = torch.cat([nearest, bic, sr, hr_t], dim=3)[0]  # LR (nearest) | bicubic | model | original
-    write_image(out / "side_by_side.png", strip.permute(1, 2, 0).numpy())
+    write_image(out / "side_by_side.png", strip.permute(1, 2, 0).numpy(), overwrite=True)
     niqe = NIQE()
     print(f"demo: {size}x{size} test image, x4 with {up.name} on {up.device} ({up.precision_name}); files in {out}/")
     print(f"{'method':<12}{'PSNR-Y':>9}{'SSIM-Y':>9}{'NIQE':>9}   (PSNR/SSIM: higher is better; NIQE: lower)")

@@ -76,7 +76,9 @@ def evaluate_datasets(upscaler, folders: list[Path], niqe: bool = True, lpips: b
             if save_dir is not None:
                 from gan_core.image_io import write_image
 
-                write_image(save_dir / ds.name / f"{item['name']}_x{s}.png", sr[0].permute(1, 2, 0).numpy())
+                write_image(
+                    save_dir / ds.name / f"{item['name']}_x{s}.png", sr[0].permute(1, 2, 0).numpy(), overwrite=True
+                )
         res = {"images": images, "count": len(images)}
         for method in ("model", "bicubic"):
             keys = images[0][method].keys()

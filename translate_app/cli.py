@@ -165,9 +165,13 @@ def infer_main(argv: list[str] | None = None) -> int:
             with torch.inference_mode(), autocast(device, amp):
                 img = G(seg).float()[0]
             img = ((img + 1) / 2).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            write_image(out, img)
+            write_image(out, img, overwrite=args.overwrite)
             if args.colorize:
-                write_image(args.output / f"{stem}_labels.png", colorize_labels(labels).astype(np.float32) / 255)
+                write_image(
+                    args.output / f"{stem}_labels.png",
+                    colorize_labels(labels).astype(np.float32) / 255,
+                    overwrite=args.overwrite,
+                )
             done += 1
         except (ValueError, ImageError) as e:
             failed.append((str(f), str(e)))
@@ -283,7 +287,7 @@ def _generate_for_eval(args, net, device):
                 img = ((G(item["label"][None].to(device)).float()[0] + 1) / 2).clamp(0, 1).cpu()
                 if args.out is not None:
                     stem = Path(item["path"]).name.replace("_gtFine_labelIds.png", "")
-                    write_image(args.out / f"{stem}.png", img.permute(1, 2, 0).numpy())
+                    write_image(args.out / f"{stem}.png", img.permute(1, 2, 0).numpy(), overwrite=True)
                 yield img
 
     def reals():  # consumed only when the real statistics are not cached

@@ -147,12 +147,12 @@ def fid_from_stats(a: FIDStats, b: FIDStats) -> float:
     return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
 
 
-def save_stats(path: str | Path, stats: FIDStats) -> Path:
-    """Write ``.npz`` statistics with their protocol (atomically)."""
+def save_stats(path: str | Path, stats: FIDStats, overwrite: bool = False) -> Path:
+    """Write ``.npz`` statistics with their protocol (atomically; an existing file only with ``overwrite``)."""
     from ..atomic import atomic_write
 
     path = Path(path)
-    with atomic_write(path) as f:
+    with atomic_write(path, overwrite=overwrite) as f:
         np.savez(f, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n), protocol=json.dumps(stats.protocol),
                  source=stats.source)  # fmt: skip
     return path
