@@ -11,6 +11,10 @@ leaves a partial output. 8-bit images go through Pillow (values rounded, not tru
 through a small streaming PNG writer (Pillow cannot write 16-bit RGB). Alpha is never written into
 formats without it (JPEG, BMP): the caller gets an error instead.
 
+Only still images are read: an animated GIF / PNG / WebP or a multi-page TIFF is an ``ImageError`` naming
+its frame count (never silently its first frame). A camera's multi-picture JPEG (MPO) and a layered PSD
+are read as their primary image.
+
 Every failure is an ``ImageError`` naming the file and the reason.
 """
 
@@ -30,6 +34,7 @@ from .buffers import large_empty
 __all__ = [
     "ALPHA_FORMATS",
     "IMAGE_EXTENSIONS",
+    "INPUT_EXTENSIONS",
     "ImageError",
     "LoadedImage",
     "format_for",
@@ -41,10 +46,13 @@ __all__ = [
     "write_png16",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what folders are searched for
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what training / translate search folders for
+INPUT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif", ".tif", ".tiff")  # what sr-infer searches folders for
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 _EXT_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                ".tif": "TIFF", ".tiff": "TIFF"}  # fmt: skip
+_MULTI_FRAME = {"GIF": ("animated GIF", "frames"), "PNG": ("animated PNG", "frames"),
+                "WEBP": ("animated WebP", "frames"), "TIFF": ("multi-page TIFF", "pages")}  # fmt: skip
 
 
 class ImageError(ValueError):
@@ -133,6 +141,12 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
                         "(--max-pixels; a decompression bomb or simply too large)"
                     )
                 fmt = im.format or "PNG"
+                if fmt in _MULTI_FRAME and getattr(im, "is_animated", False):
+                    kind, unit = _MULTI_FRAME[fmt]
+                    raise ImageError(
+                        f"{path}: {kind} with {im.n_frames} {unit}: only still images are read; "
+                        f"save the {unit[:-1]} you want as its own image first"
+                    )
                 header = _png_header(path) if fmt == "PNG" else None
                 if header and header[0] == 16:
                     return _read_png16(path, im)
@@ -232,13 +246,14 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
-    """Image files (png/jpg/jpeg/bmp/webp, any case) under ``root``, sorted."""
+def list_images(root: str | Path, recursive: bool = True, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Files under ``root`` whose lower-case suffix is in ``extensions`` (default png/jpg/jpeg/bmp/webp),
+    sorted."""
     root = Path(root)
     if root.is_file():
-        return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
+        return [root] if root.suffix.lower() in extensions else []
     it = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in extensions)
 
 
 def format_for(path: str | Path) -> str:

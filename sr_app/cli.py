@@ -102,6 +102,27 @@ def _dry_run(cfg: SRTrainConfig, run_dir: Path) -> int:
 
 
 # -- sr-infer --------------------------------------------------------------------------------------
+def _number(low: float, low_allowed: bool, integer: bool = False):
+    """argparse type: a finite number (an integer with ``integer``) above ``low``, or equal to it when
+    ``low_allowed``; anything else is a usage error naming the option."""
+
+    def parse(text: str) -> float | int:
+        import math
+
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not low_allowed):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>=' if low_allowed else '>'} {low:g}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
 def _infer_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sr-infer",
@@ -112,9 +133,11 @@ def _infer_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder")
     p.add_argument("-n", "--model", metavar="NAME", help="model name from weights/manifest.json (default model)")
     p.add_argument("--weights", type=Path, metavar="PATH", help="model file: .safetensors (+ .json) or sr-train .pt")
-    p.add_argument("-s", "--outscale", type=float, help="final scale: extra high-quality resize after the x4 net")
+    p.add_argument("-s", "--outscale", type=_number(0, False),
+                   help="final scale > 0: extra high-quality resize after the x4 net")  # fmt: skip
     p.add_argument("-t", "--tile", default="auto", help="tile size in input pixels; 0 = no tiling; auto (default)")
-    p.add_argument("--tile-pad", type=int, default=None, help="context pixels around each tile (default 24)")
+    p.add_argument("--tile-pad", type=_number(0, True, integer=True), default=None,
+                   help="context pixels around each tile (default 24)")  # fmt: skip
     p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -122,12 +145,14 @@ def _infer_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", choices=["auto", "png", "jpg", "webp"], default="auto", help="output format")
     p.add_argument("--suffix", default="out", help="output name <stem>_<suffix>.<ext> (default: out)")
     p.add_argument("--recursive", action="store_true", help="recurse into folders and mirror their tree")
-    p.add_argument("--skip-existing", action="store_true", help="leave existing outputs alone (no error)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--max-pixels", type=float, default=100e6, help="refuse inputs above this many pixels (1e8)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave existing outputs alone (no error), also those another run writes meanwhile")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (and an existing --report)")
+    p.add_argument("--max-pixels", type=_number(1, True), default=100e6,
+                   help="refuse inputs above this many pixels (1e8), and outputs above it x scale^2")  # fmt: skip
     p.add_argument("--ref", type=Path, metavar="DIR", help="reference images (matched by stem): PSNR/SSIM/LPIPS")
     p.add_argument("--no-niqe", action="store_true", help="do not compute NIQE")
-    p.add_argument("--niqe-max-mp", type=float, default=4.0,
+    p.add_argument("--niqe-max-mp", type=_number(0, True), default=4.0,
                    help="skip NIQE for outputs above this many megapixels (default 4; ~400 bytes/pixel)")  # fmt: skip
     p.add_argument("--report", type=Path, metavar="FILE", help="write per-image results to FILE.json or FILE.csv")
     p.add_argument("--list-models", action="store_true", help="list the models in weights/ and exit")
@@ -157,6 +182,17 @@ def _list_models() -> int:
 
 
 def infer_main(argv: list[str] | None = None) -> int:
+    try:
+        return _infer_main(argv)
+    except KeyboardInterrupt:  # a second Ctrl-C outside a file, or one before the handler is in place
+        print("sr-infer: interrupted", file=sys.stderr)
+        return 130
+
+
+def _infer_main(argv: list[str] | None) -> int:
+    import time
+
+    started = time.time()  # temporaries older than this in our output folders are leftovers
     parser = _infer_parser()
     args = parser.parse_args(argv)
     if args.list_models:
@@ -177,19 +213,34 @@ def infer_main(argv: list[str] | None = None) -> int:
     precision = "fp32" if args.fp32 else args.precision
     if args.ref is not None and not args.ref.is_dir():
         parser.error(f"--ref folder not found: {args.ref}")
-    if args.report is not None and args.report.suffix.lower() not in (".json", ".csv"):
-        parser.error("--report must end in .json or .csv")
+    if args.report is not None:
+        if args.report.suffix.lower() not in (".json", ".csv"):
+            parser.error("--report must end in .json or .csv")
+        from gan_core.atomic import check_output_path
 
+        try:
+            check_output_path(args.report, overwrite=args.overwrite)
+        except ValueError as e:
+            parser.error(f"--report: {e}")
+
+    from .batch import stop_on_ctrl_c
+
+    with stop_on_ctrl_c("sr-infer: Ctrl-C: stopping after the current file (Ctrl-C again to abandon it)") as stop:
+        return _infer_run(args, device, precision, tile, started, stop.is_set)
+
+
+def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, started: float, stop_requested) -> int:
     from gan_core.runtime import tune_cpu_allocator
 
-    from .batch import BatchOptions, collect_inputs, print_table, run_batch, write_report
+    from .batch import BatchOptions, collect_inputs, print_table, remove_leftover_temporaries, run_batch, write_report
     from .infer import DEFAULT_TILE_PAD, Upscaler
 
     tune_cpu_allocator()
     try:
         up = Upscaler.from_pretrained(
-            args.weights or args.model, device, precision, tile, args.tile_pad or DEFAULT_TILE_PAD
-        )
+            args.weights or args.model, device, precision, tile,
+            DEFAULT_TILE_PAD if args.tile_pad is None else args.tile_pad,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
         print(f"sr-infer: cannot load the model: {e}", file=sys.stderr)
         return 2
@@ -199,9 +250,11 @@ def infer_main(argv: list[str] | None = None) -> int:
 
         tqdm.write(msg, file=sys.stderr)
 
-    files, missing = collect_inputs(args.input, args.recursive)
+    files, missing, notes = collect_inputs(args.input, args.recursive)
     for arg, reason in missing:
         log(f"error: {arg}: {reason}")
+    for note in notes:
+        log(note)
     log(
         f"sr-infer: model {up.name} (x{up.scale}), device {up.device}, precision {up.precision_name}"
         f"{' + channels_last' if up.channels_last else ''}, tile {tile}, {len(files)} input(s)"
@@ -212,18 +265,36 @@ def infer_main(argv: list[str] | None = None) -> int:
         max_pixels=int(args.max_pixels), ref_dir=args.ref, niqe=not args.no_niqe,
         niqe_max_pixels=int(args.niqe_max_mp * 1e6),
     )  # fmt: skip
-    summary = run_batch(files, up, opts, log)
+    folders = {args.output / rel for _, rel in files} | {args.output}
+    remove_leftover_temporaries(folders | ({args.report.parent} if args.report else set()), started, log)
+    summary = run_batch(files, up, opts, log, stop_requested)
     summary.failed[:0] = missing
     means = print_table(summary.rows) if summary.rows else {}
+    code = summary.exit_code
     if args.report is not None:
         meta = {"model": up.name, "scale": up.scale, "device": str(up.device), "precision": up.precision_name,
                 "protocol": {"psnr_ssim": "8-bit, BT.601 studio-range Y, crop = scale, SSIM 11x11 sigma 1.5",
                              "niqe": "pyiqa NIQE, LIVE parameters, same Y, crop = scale"}}  # fmt: skip
-        write_report(args.report, summary, means, meta)
-    log(f"sr-infer: {summary.done} written, {summary.skipped} skipped, {len(summary.failed)} failed")
+        try:
+            write_report(args.report, summary, means, meta, overwrite=args.overwrite)
+        except (OSError, ValueError) as e:  # e.g. created by someone else since the check at the start
+            log(f"error: report {args.report} not written: {e}")
+            code = code or 1
+    counts = f"{summary.done} written, {summary.skipped} skipped, {len(summary.failed)} failed"
+    if summary.interrupted:
+        counts += f", {len(summary.not_processed)} not processed (interrupted)"
+    log(f"sr-infer: {counts}")
     for src, err in summary.failed:
         log(f"  failed: {src}: {err.split(': ', 1)[-1] if err.startswith(src) else err}")
-    return summary.exit_code
+    if summary.interrupted:
+        finished = [str(src) for src, _ in files[: len(files) - len(summary.not_processed)]]
+        if finished:
+            span = finished[0] if len(finished) == 1 else f"{finished[0]} ... {finished[-1]}"
+            log(f"  processed: {len(finished)} input(s) in order, {span}")
+        if summary.not_processed:
+            log(f"  not processed: {len(summary.not_processed)} input(s), from {summary.not_processed[0]}; "
+                "run again with --skip-existing to finish")  # fmt: skip
+    return code
 
 
 # -- sr-eval ----------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ Released weights are a safetensors file plus a JSON config beside it that rebuil
 (``{"architecture": "SRGenerator", "kwargs": {...}, "scale": 4, ...}``); ``from_pretrained`` also takes
 a manifest name or an ``sr-train`` checkpoint (its EMA generator). Precision ``auto``: bf16 +
 channels_last on CPUs with native bf16, fp16 on CUDA, fp32 otherwise. Large images are tiled with the
-image kept on the CPU; on CUDA out-of-memory the tile is halved and the image retried.
+image kept on the CPU; on CUDA out-of-memory the tile is halved and the image retried. A tile whose
+output is not finite in reduced precision is recomputed in fp32; still not finite in fp32 raises
+``NonFiniteOutputError`` (never an all-black image).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +33,38 @@ from gan_core.weights import load_manifest, resolve_weights
 
 from .models import SRGenerator, generator_weights, strip_prefixes
 
-__all__ = ["DEFAULT_TILE_PAD", "Upscaler", "export_generator", "load_generator"]
+__all__ = [
+    "DEFAULT_TILE_PAD",
+    "NonFiniteOutputError",
+    "Upscaler",
+    "check_outscale",
+    "export_generator",
+    "load_generator",
+]
 
 log = logging.getLogger(__name__)
 DEFAULT_TILE_PAD = 24  # input pixels of context per tile side; the generator's receptive field is ~36
 DEFAULT_OVERLAP = 8
 MIN_TILE = 32
 CPU_TILE_BUDGET = 384 * 2**20  # bytes of activations per tile on CPU
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The network produced NaN or Inf even in fp32: its weights are broken or overflow."""
+
+
+def check_outscale(outscale: float | None) -> float | None:
+    """``outscale`` if it is None (the network's own scale) or a finite number > 0, else ValueError."""
+    if outscale is None:
+        return None
+    if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real) or not 0 < outscale < math.inf:
+        raise ValueError(f"outscale must be a finite number > 0, got {outscale!r}")
+    return float(outscale)
+
+
+def _resized(length: int, factor: float) -> int:
+    """Length of an axis of ``length`` pixels resized by ``factor`` (``resize_pixels``' rule)."""
+    return max(1, round(length * factor))
 
 
 def _build(config: dict) -> SRGenerator:
@@ -155,6 +183,8 @@ class Upscaler:
         self.config = config or {}
         self.scale = int(getattr(model, "scale", self.config.get("scale", 4)))
         self.tile = tile
+        if isinstance(tile_pad, bool) or not isinstance(tile_pad, numbers.Integral) or tile_pad < 0:
+            raise ValueError(f"tile_pad must be an integer >= 0, got {tile_pad!r}")
         self.tile_pad = int(tile_pad)
         self.name = self.config.get("name", "")
 
@@ -175,6 +205,14 @@ class Upscaler:
     @property
     def precision_name(self) -> str:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp]
+
+    def output_size(self, h: int, w: int, outscale: float | None = None) -> tuple[int, int]:
+        """(height, width) of the output for an (h, w) input at ``outscale`` (None: the network's scale)."""
+        outscale = check_outscale(outscale)
+        if not outscale or outscale == self.scale:
+            return h * self.scale, w * self.scale
+        factor = outscale / self.scale
+        return _resized(h * self.scale, factor), _resized(w * self.scale, factor)
 
     def auto_tile(self, h: int, w: int) -> int:
         """Tile size (input pixels): whole image when small, else bounded by (free) memory."""
@@ -205,7 +243,11 @@ class Upscaler:
         with autocast(self.device, amp):
             y = self.model(inp)
         y = y[0].float()
-        if amp is not None and not torch.isfinite(y).all():
+        if not torch.isfinite(y).all():
+            if amp is None:
+                raise NonFiniteOutputError(
+                    "the model's output is not finite (NaN or Inf) even in fp32: its weights are broken or overflow"
+                )
             log.warning("non-finite output in %s; this tile is recomputed in fp32", self.precision_name)
             return self._forward(x, fp32=True)
         if gray:  # the three outputs of a gray input are nearly equal: keep their luma
@@ -216,7 +258,8 @@ class Upscaler:
         self, pixels: np.ndarray, out_dtype=np.float32, on_tile=None, tile: int | None = None
     ) -> np.ndarray:
         """(H, W, C) float32 in [0, 1], C = 1 or 3 -> (sH, sW, C) array of ``out_dtype`` (uint8, uint16 or
-        float32), tiled as configured; CUDA out-of-memory halves the tile and retries."""
+        float32), tiled as configured; CUDA out-of-memory halves the tile and retries.
+        Raises NonFiniteOutputError when the network's output is not finite even in fp32."""
         H, W, C = pixels.shape
         # a (C, H, W) view of the HWC pixels (no copy): each tile is already channels_last
         image = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
@@ -246,7 +289,9 @@ class Upscaler:
     def upscale(self, image, outscale: float | None = None):
         """Upscale a PIL image, a numpy array (H, W[, C]) of uint8 / uint16 / float in [0, 1], or a tensor
         (C, H, W) / (B, C, H, W) float in [0, 1]; returns the same type. Alpha channels are resized
-        with bicubic interpolation; ``outscale`` resizes the x``scale`` result to x``outscale``."""
+        with bicubic interpolation; ``outscale`` (a finite number > 0, else ValueError) resizes the
+        x``scale`` result to x``outscale``. Raises NonFiniteOutputError when the network's output is not
+        finite even in fp32."""
         from PIL import Image
 
         if isinstance(image, Image.Image):
@@ -281,6 +326,7 @@ class Upscaler:
     def _upscale_pixels(
         self, pixels: np.ndarray, out_dtype, outscale: float | None, on_tile=None, tile: int | None = None
     ) -> np.ndarray:
+        outscale = check_outscale(outscale)
         C = pixels.shape[2]
         color = pixels[..., :3] if C in (3, 4) else pixels[..., :1]
         alpha = pixels[..., C - 1 :] if C in (2, 4) else None
@@ -320,7 +366,7 @@ def bleed_transparent(color: np.ndarray, alpha: np.ndarray, iterations: int = 8)
 def resize_pixels(pixels: np.ndarray, factor: float) -> np.ndarray:
     """High-quality resize of (H, W, C) float pixels by ``factor`` (antialiased bicubic, clamped)."""
     H, W, _ = pixels.shape
-    size = (max(1, round(H * factor)), max(1, round(W * factor)))
+    size = (_resized(H, factor), _resized(W, factor))
     t = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
     t = F.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=factor < 1).clamp_(0, 1)
     return t[0].permute(1, 2, 0).numpy()
