@@ -318,8 +318,8 @@ def _upscale_and_write(
     limit = opts.max_pixels * upscaler.scale**2
     if out_h * out_w > limit:
         raise ImageError(
-            f"{src}: the output would be {out_w}x{out_h} = {out_h * out_w / 1e6:.1f} MP, above the limit of "
-            f"{limit / 1e6:.1f} MP (--max-pixels x {upscaler.scale}^2); lower -s or raise --max-pixels"
+            f"{src}: the output would be {out_w}x{out_h} = {_pixels(out_h * out_w)}, above the limit of "
+            f"{_pixels(limit)} (--max-pixels x {upscaler.scale}^2); lower -s or raise --max-pixels"
         )
     out_path, note = _output_path(src, rel, img, opts)
     key = out_path.resolve()
@@ -358,6 +358,10 @@ def _upscale_and_write(
     row = {"input": str(src), "output": str(out_path), "size_in": f"{W}x{H}",
            "size_out": f"{pixels.shape[1]}x{pixels.shape[0]}"}  # fmt: skip
     return pixels, row
+
+
+def _pixels(n: float) -> str:
+    return f"{n / 1e6:,.1f} MP" if n >= 100_000 else f"{int(n):,} pixels"
 
 
 def _measure(src: Path, pixels: np.ndarray, row: dict, scale: int, opts: BatchOptions, niqe_fn, lpips_fn,
