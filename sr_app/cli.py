@@ -115,9 +115,8 @@ def _number(low: float, low_allowed: bool, integer: bool = False):
             kind = "an integer" if integer else "a number"
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
         if not math.isfinite(value) or value < low or (value == low and not low_allowed):
-            raise argparse.ArgumentTypeError(
-                f"must be a finite number {'>=' if low_allowed else '>'} {low:g}, got {text!r}"
-            )
+            kind = "an integer" if integer else "a finite number"
+            raise argparse.ArgumentTypeError(f"must be {kind} {'>=' if low_allowed else '>'} {low:g}, got {text!r}")
         return value
 
     return parse
