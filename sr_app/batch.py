@@ -43,6 +43,8 @@ from gan_core.image_io import (
     write_image,
 )
 
+from .infer import NonFiniteOutputError
+
 __all__ = [
     "BatchOptions",
     "Inputs",
@@ -277,6 +279,9 @@ def run_batch(
         except ImageError as e:
             summary.failed.append((str(src), str(e)))
             log(f"error: {e}")
+        except NonFiniteOutputError as e:
+            summary.failed.append((str(src), f"{src}: {e}; nothing written"))
+            log(f"error: {src}: {e}; nothing written")
         except Exception as e:
             summary.failed.append((str(src), f"{type(e).__name__}: {e}"))
             log(f"error: {src}: {type(e).__name__}: {e}")
