@@ -101,6 +101,41 @@ def _dry_run(cfg: SRTrainConfig, run_dir: Path) -> int:
     return 0
 
 
+# -- shared by sr-infer and sr-eval ------------------------------------------------------------------
+MODEL_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError)  # load_generator's are one line each
+
+
+def add_weights_dir_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights-dir", type=Path, metavar="DIR",
+                   help="search DIR (its manifest.json and files) before the repository's weights/, for model "
+                   "names and the default model (same as $SAN_WEIGHTS_DIR); ./weights is never searched unless "
+                   "named")  # fmt: skip
+
+
+def apply_weights_dir(p: argparse.ArgumentParser, folder: Path | None) -> None:
+    """``--weights-dir``: every weight lookup of this process (and its children) searches ``folder`` first."""
+    if folder is not None:
+        from gan_core.weights import use_weights_dir
+
+        try:
+            use_weights_dir(folder)
+        except ValueError as e:
+            p.error(str(e))
+
+
+def tile_size(value: str) -> int | str:
+    """argparse type of ``-t/--tile``: ``auto``, 0 (no tiling) or an integer >= 32."""
+    if value == "auto":
+        return value
+    try:
+        tile = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto, 0 (no tiling) or an integer >= 32, got {value!r}") from None
+    if tile < 0 or 0 < tile < 32:
+        raise argparse.ArgumentTypeError(f"must be auto, 0 (no tiling) or an integer >= 32, got {tile}")
+    return tile
+
+
 # -- sr-infer --------------------------------------------------------------------------------------
 def _number(low: float, low_allowed: bool, integer: bool = False):
     """argparse type: a finite number (an integer with ``integer``) above ``low``, or equal to it when
@@ -132,6 +167,7 @@ def _infer_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder")
     p.add_argument("-n", "--model", metavar="NAME", help="model name from weights/manifest.json (default model)")
     p.add_argument("--weights", type=Path, metavar="PATH", help="model file: .safetensors (+ .json) or sr-train .pt")
+    add_weights_dir_argument(p)
     p.add_argument("-s", "--outscale", type=_number(0, False),
                    help="final scale > 0: extra high-quality resize after the x4 net")  # fmt: skip
     p.add_argument("-t", "--tile", default="auto", help="tile size in input pixels; 0 = no tiling; auto (default)")
@@ -194,6 +230,7 @@ def _infer_main(argv: list[str] | None) -> int:
     started = time.time()  # temporaries older than this in our output folders are leftovers
     parser = _infer_parser()
     args = parser.parse_args(argv)
+    apply_weights_dir(parser, args.weights_dir)
     if args.list_models:
         return _list_models()
     if not args.input or args.output is None:
@@ -240,7 +277,7 @@ def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, star
             args.weights or args.model, device, precision, tile,
             DEFAULT_TILE_PAD if args.tile_pad is None else args.tile_pad,
         )  # fmt: skip
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+    except MODEL_LOAD_ERRORS as e:
         print(f"sr-infer: cannot load the model: {e}", file=sys.stderr)
         return 2
 
@@ -255,7 +292,8 @@ def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, star
     for note in notes:
         log(note)
     log(
-        f"sr-infer: model {up.name} (x{up.scale}), device {up.device}, precision {up.precision_name}"
+        f"sr-infer: model {up.name} (x{up.scale}) from {up.provenance}, device {up.device}, "
+        f"precision {up.precision_name}"
         f"{' + channels_last' if up.channels_last else ''}, tile {tile}, {len(files)} input(s)"
     )
     opts = BatchOptions(
@@ -271,7 +309,8 @@ def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, star
     means = print_table(summary.rows) if summary.rows else {}
     code = summary.exit_code
     if args.report is not None:
-        meta = {"model": up.name, "scale": up.scale, "device": str(up.device), "precision": up.precision_name,
+        meta = {"model": up.name, "model_file": up.source, "model_sha256": up.sha256[:12], "scale": up.scale,
+                "device": str(up.device), "precision": up.precision_name,
                 "protocol": {"psnr_ssim": "8-bit, BT.601 studio-range Y, crop = scale, SSIM 11x11 sigma 1.5",
                              "niqe": "pyiqa NIQE, LIVE parameters, same Y, crop = scale"}}  # fmt: skip
         try:
@@ -297,26 +336,87 @@ def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, star
 
 
 # -- sr-eval ----------------------------------------------------------------------------------------
-def eval_main(argv: list[str] | None = None) -> int:
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
+
+
+def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sr-eval",
-        description="Benchmark protocol (Y-PSNR/SSIM, NIQE, LPIPS) of a model and of bicubic on SR datasets.",
+        description="Benchmark protocol (Y-PSNR/SSIM, NIQE, LPIPS) of a model and of bicubic on SR datasets. "
+        "Images that cannot be evaluated are listed (results.json 'failed') and the rest evaluated; exit 1 if any "
+        "failed. Outputs never replace existing files unless --overwrite.",
     )
     p.add_argument("--weights", type=Path, help="model file (.safetensors + .json, or sr-train .pt)")
     p.add_argument("-n", "--model", help="model name from weights/manifest.json (default model)")
+    add_weights_dir_argument(p)
     p.add_argument("--data", nargs="+", type=Path, required=True, help="EDSR-layout or HR-only folders")
     p.add_argument("--out", type=Path, default=Path("eval"), help="folder for results.json and the plot")
     p.add_argument("--json", type=Path, help="results file (default OUT/results.json)")
     p.add_argument("--plot", type=Path, help="perception-distortion plot (default OUT/perception_distortion.png)")
-    p.add_argument("--save-images", action="store_true", help="also write the SR images under OUT/")
+    p.add_argument("--save-images", action="store_true", help="also write the SR images under OUT/images/")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results, plot and images")
     p.add_argument("--no-niqe", action="store_true")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--device", default="auto")
-    p.add_argument("-t", "--tile", default="auto")
+    p.add_argument("-t", "--tile", type=tile_size, default="auto",
+                   help="tile size in input pixels: auto (default), 0 = no tiling, or >= 32")  # fmt: skip
+    return p
+
+
+def _eval_outputs(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(results file, plot file or None): checked before any work; ValueError with the reason."""
+    from gan_core.atomic import check_output_path
+
+    json_path = args.json or args.out / "results.json"
+    plot_path = None if args.no_niqe else args.plot or args.out / "perception_distortion.png"
+    if plot_path is not None and plot_path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"--plot must end in {', '.join(PLOT_SUFFIXES)}: {plot_path}")
+    if plot_path is not None and plot_path.absolute() == json_path.absolute():
+        raise ValueError(f"the results and the plot would both be {json_path}")
+    for path in (json_path, plot_path):
+        if path is not None:
+            check_output_path(path, args.overwrite)
+    return json_path, plot_path
+
+
+def _check_saved_images(args: argparse.Namespace, scale: int, start: float) -> None:
+    """--save-images: none of OUT/images/<dataset>/<stem>_x<scale>.png may exist (unless --overwrite)."""
+    from gan_core.atomic import check_output_path, remove_stale_temporaries
+
+    from .data import SRValDataset
+
+    for folder in args.data:
+        target = args.out / "images" / folder.name
+        remove_stale_temporaries(target, older_than=start)
+        for f in SRValDataset.hr_files(folder):
+            check_output_path(target / f"{f.stem}_x{scale}.png", args.overwrite)
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    import time
+
+    start = time.time()
+    p = _eval_parser()
     args = p.parse_args(argv)
+    apply_weights_dir(p, args.weights_dir)
+    if args.weights is not None and args.model is not None:
+        p.error("give --weights or -n/--model, not both")
     missing = [d for d in args.data if not d.is_dir()]
     if missing:
         p.error(f"dataset folder not found: {missing[0]}")
+    names = [d.name for d in args.data]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        p.error(f"two --data folders are named {twice[0]}: their results would collide")
+    from gan_core.atomic import remove_stale_temporaries
+
+    try:
+        json_path, plot_path = _eval_outputs(args)
+    except ValueError as e:
+        print(f"sr-eval: {e}", file=sys.stderr)
+        return 2
+    for folder in {json_path.parent, *([plot_path.parent] if plot_path else [])}:
+        remove_stale_temporaries(folder, older_than=start)
 
     from gan_core.runtime import tune_cpu_allocator
 
@@ -324,21 +424,43 @@ def eval_main(argv: list[str] | None = None) -> int:
     from .infer import Upscaler
 
     tune_cpu_allocator()
-    tile = int(args.tile) if str(args.tile).isdigit() else "auto"
     try:
-        up = Upscaler.from_pretrained(args.weights or args.model, args.device, args.precision, tile)
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        up = Upscaler.from_pretrained(args.weights or args.model, args.device, args.precision, args.tile)
+    except MODEL_LOAD_ERRORS as e:
         print(f"sr-eval: cannot load the model: {e}", file=sys.stderr)
         return 2
-    print(f"sr-eval: model {up.name} (x{up.scale}) on {up.device}, {up.precision_name}", file=sys.stderr)
-    result = evaluate_datasets(up, args.data, niqe=not args.no_niqe,
-                               save_dir=args.out / "images" if args.save_images else None,
-                               log=lambda m: print(m, file=sys.stderr))  # fmt: skip
-    json_path = args.json or args.out / "results.json"
-    save_json(result, json_path)
-    plot = plot_perception_distortion(result, args.plot or args.out / "perception_distortion.png")
+    if args.save_images:
+        try:
+            _check_saved_images(args, up.scale, start)
+        except ValueError as e:
+            print(f"sr-eval: {e}", file=sys.stderr)
+            return 2
+    print(f"sr-eval: model {up.name} (x{up.scale}) from {up.provenance}, {up.device}, {up.precision_name}",
+          file=sys.stderr)  # fmt: skip
+    try:
+        result = evaluate_datasets(up, args.data, niqe=not args.no_niqe,
+                                   save_dir=args.out / "images" if args.save_images else None,
+                                   log=lambda m: print(m, file=sys.stderr), overwrite=args.overwrite)  # fmt: skip
+    except KeyboardInterrupt:
+        print("sr-eval: interrupted; results not written", file=sys.stderr)
+        return 130
+    failed = result["failed"]
+    if not result["datasets"]:
+        print(f"sr-eval: nothing to evaluate: all {len(failed)} file(s) failed; no results written", file=sys.stderr)
+        return 1
     print(print_eval_table(result))
+    try:
+        save_json(result, json_path, overwrite=args.overwrite)
+        plot = plot_perception_distortion(result, plot_path, overwrite=args.overwrite) if plot_path else None
+    except OSError as e:  # FileExistsError: written by someone else since the check
+        print(f"sr-eval: cannot write {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"results: {json_path}" + (f", plot: {plot}" if plot else ""), file=sys.stderr)
+    if failed:
+        print(f"sr-eval: {len(failed)} file(s) failed:", file=sys.stderr)
+        for row in failed:
+            print(f"  failed: {row['file']}: {row['error']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -346,18 +468,30 @@ def eval_main(argv: list[str] | None = None) -> int:
 def export_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="sr-export",
-        description="Release the EMA generator of an sr-train checkpoint as safetensors + JSON config.",
+        description="Release the EMA generator of an sr-train checkpoint as safetensors + JSON config. Both "
+        "outputs are checked before either is written; existing files are kept unless --overwrite.",
     )
     p.add_argument("checkpoint", type=Path, help="sr-train checkpoint (.pt), e.g. runs/x/ckpt/best.pt")
-    p.add_argument("out", type=Path, help="output path (.safetensors; the .json config is written beside it)")
+    p.add_argument("out", type=Path, help="output path: NAME.safetensors or NAME (NAME.json is written beside it)")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16, half the size)")
     p.add_argument("--name", help="model name recorded in the config")
     p.add_argument("--command", help="training command recorded in the config")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = p.parse_args(argv)
     from .infer import export_generator
 
     extra = {k: v for k, v in (("name", args.name), ("training_command", args.command)) if v}
-    path = export_generator(args.checkpoint, args.out, fp16=not args.fp32, extra=extra)
+    try:
+        path = export_generator(args.checkpoint, args.out, fp16=not args.fp32, extra=extra, overwrite=args.overwrite)
+    except FileExistsError as e:  # appeared between the check and the write: nothing of ours is left
+        print(f"sr-export: {e.filename}: exists (written by someone else meanwhile?); nothing written", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as e:
+        print(f"sr-export: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"sr-export: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 
