@@ -12,7 +12,7 @@ or an instance map whose size differs from its label map's is one error line nam
 batch goes on. Outputs (``<stem>.png``, ``<stem>_labels.png`` with ``colorize``) are written atomically
 and never replace a file unless ``overwrite``: an output that exists when its input comes up, or that
 another process creates while this one synthesizes, is a per-file error (or a skip with
-``skip_existing``). Ctrl-C stops the batch and the summary lists what was written.
+``skip_existing``). Ctrl-C finishes the file in progress, then stops; the summary lists what was written.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from __future__ import annotations
 import glob
 import os
 import pickle
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from .data import LABEL_NC, colorize_labels, label_tensor, load_label_pair, pair
 
 __all__ = [
     "InferOptions",
+    "StopRequest",
     "Summary",
     "Synthesizer",
     "appeared_meanwhile",
@@ -246,9 +249,33 @@ def appeared_meanwhile(path: Path) -> str:
     return f"{path} appeared while this run was working (another run?); nothing replaced"
 
 
+class StopRequest:
+    """While active (a ``with`` block in the main thread), the first SIGINT (Ctrl-C) only sets ``requested``,
+    so a loop can finish the file it is on and stop cleanly; a second SIGINT raises KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True  # no printing here: the handler may run in the middle of a write to stderr
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def run_batch(files: list[Path], synth: Synthesizer, opts: InferOptions, log=print) -> Summary:
-    """Synthesize every label map into ``opts.outdir`` (see module docstring); never raises for a bad file,
-    and returns on Ctrl-C with ``interrupted`` set and the files not processed listed."""
+    """Synthesize every label map into ``opts.outdir`` (see module docstring); never raises for a bad file.
+    Ctrl-C: the file in progress is finished, the rest is listed in ``not_processed`` and ``interrupted``
+    is set (a second Ctrl-C stops at once, the file in progress then leaves nothing behind)."""
     from tqdm import tqdm
 
     summary = Summary()
@@ -256,26 +283,31 @@ def run_batch(files: list[Path], synth: Synthesizer, opts: InferOptions, log=pri
     claimed: dict[Path, Path] = {}  # output -> the input that writes it in this run
     processed = 0
     try:
-        for src in tqdm(files, desc="label maps", unit="img", disable=None if len(files) > 1 else True):
-            try:
-                _one(src, synth, opts, inputs, claimed, summary, log)
-            except FileExistsError as e:
-                if opts.skip_existing:
-                    summary.skipped += 1
-                    log(f"skip: {appeared_meanwhile(Path(e.filename))}")
-                else:
-                    summary.failed.append((str(src), f"{src}: {appeared_meanwhile(Path(e.filename))}"))
-                    log(f"error: {src}: {appeared_meanwhile(Path(e.filename))}")
-            except (ValueError, OSError) as e:
-                msg = str(e) if str(src) in str(e) else f"{src}: {e}"
-                summary.failed.append((str(src), msg))
-                log(f"error: {msg}")
-            except RuntimeError as e:  # e.g. out of memory on a device
-                summary.failed.append((str(src), f"{src}: {type(e).__name__}: {_first_line(e)}"))
-                log(f"error: {src}: {type(e).__name__}: {_first_line(e)}")
-            processed += 1
+        with StopRequest() as stop:
+            for src in tqdm(files, desc="label maps", unit="img", disable=None if len(files) > 1 else True):
+                if stop.requested:
+                    break
+                try:
+                    _one(src, synth, opts, inputs, claimed, summary, log)
+                except FileExistsError as e:
+                    if opts.skip_existing:
+                        summary.skipped += 1
+                        log(f"skip: {appeared_meanwhile(Path(e.filename))}")
+                    else:
+                        summary.failed.append((str(src), f"{src}: {appeared_meanwhile(Path(e.filename))}"))
+                        log(f"error: {src}: {appeared_meanwhile(Path(e.filename))}")
+                except (ValueError, OSError) as e:
+                    msg = str(e) if str(src) in str(e) else f"{src}: {e}"
+                    summary.failed.append((str(src), msg))
+                    log(f"error: {msg}")
+                except RuntimeError as e:  # e.g. out of memory on a device
+                    summary.failed.append((str(src), f"{src}: {type(e).__name__}: {_first_line(e)}"))
+                    log(f"error: {src}: {type(e).__name__}: {_first_line(e)}")
+                processed += 1
+            summary.interrupted = stop.requested
     except KeyboardInterrupt:
         summary.interrupted = True
+    if summary.interrupted:
         done = {s for s, _ in summary.written}
         summary.not_processed = [f for f in files[processed:] if f not in done]
     return summary
