@@ -19,10 +19,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["STOP_SIGNALS", "StopSignals", "TrainingStopped", "ignore_stop_signals"]
+__all__ = ["STOP_SIGNALS", "LoaderBatches", "StopSignals", "TrainingStopped", "ignore_stop_signals"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -110,8 +111,30 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     """``DataLoader(worker_init_fn=...)``: loader workers ignore SIGINT / SIGTERM.
 
     ``timeout`` and SLURM signal the whole process group; a worker killed by the signal would make the next
-    batch fail before the main process could write its checkpoint. The main process decides when to stop,
-    and its loader ends the workers as usual.
+    batch fail before the main process could write its checkpoint. The main process decides when to stop;
+    read the batches through :class:`LoaderBatches`, which ends the workers when the loop ends.
     """
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+class LoaderBatches:
+    """``with LoaderBatches(loader) as batches: next(batches)``: the loader's batches, its worker processes
+    ended when the ``with`` block ends, however it ends.
+
+    Workers that ignore stop signals (:func:`ignore_stop_signals`) cannot be left to the interpreter's exit,
+    which ends them with SIGTERM and waits for them: the iterator, and with it its workers, goes here (the
+    loader must not keep it: ``persistent_workers=False``).
+    """
+
+    def __init__(self, loader: Iterable) -> None:
+        self._it: Iterator | None = iter(loader)
+
+    def __next__(self):
+        return next(self._it)
+
+    def __enter__(self) -> LoaderBatches:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._it = None  # the last reference: a multi-process iterator shuts its workers down

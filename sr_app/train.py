@@ -35,7 +35,7 @@ from gan_core.metrics import psnr, ssim
 from gan_core.norm import norm_constants, refresh_norm_constants
 from gan_core.runlog import RunLogger
 from gan_core.runtime import Runtime, training_runtime
-from gan_core.stopping import StopSignals, TrainingStopped, ignore_stop_signals
+from gan_core.stopping import LoaderBatches, StopSignals, TrainingStopped, ignore_stop_signals
 from gan_core.training import (
     NonFiniteStreak,
     TrainingDiverged,
@@ -260,8 +260,7 @@ def build_data(cfg: SRTrainConfig, info: gdist.DistInfo, start: int) -> Data:
     )
     sampler = TrainSampler(len(train_set), info.rank, info.world_size, cfg.train.seed, start=start * per_rank_batch)
     loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.data.num_workers,
-                        persistent_workers=cfg.data.num_workers > 0, drop_last=True,
-                        worker_init_fn=ignore_stop_signals)  # fmt: skip
+                        drop_last=True, worker_init_fn=ignore_stop_signals)  # fmt: skip
     return Data(train_set, loader, val_sets, bicubic_baseline(val_sets, cfg.data.scale))
 
 
@@ -460,72 +459,72 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
     log.info(describe_run(cfg, rt, data, start))
 
     end = cfg.train.steps if stop_after is None else min(cfg.train.steps, start + stop_after)
-    batches = iter(data.loader)
     logger.start_loop(start, cfg.train.steps)
     nets.G.train()
     if nets.D is not None:
         nets.D.train()
-    while run.step < end:
-        batch = next(batches)
-        lr, hr = rt.to_device(batch["lr"]), rt.to_device(batch["hr"])
+    with LoaderBatches(data.loader) as batches:  # its worker processes end with the loop
+        while run.step < end:
+            batch = next(batches)
+            lr, hr = rt.to_device(batch["lr"]), rt.to_device(batch["hr"])
 
-        # Update: the pixel loss (pretrain), or the critic then the generator on one G(lr) (gan). Every rank
-        # skips the update when a loss is not finite on any rank, and stops after this step when any rank
-        # got a stop signal: both are agreed on in the step's last all-reduce.
-        if not gan:
-            losses = pretrain_step(nets.G, lr, hr, nets.opt_g, cfg.loss.pretrain_pixel, rt)
-        else:
-            with rt.autocast():
-                fake = nets.G(lr)
-            losses = d_step(nets.D, hr, fake, nets.opt_d, rt)
-            (d_nonfinite,) = all_ranks_max(not all_finite(losses), device=rt.device)
-            if not d_nonfinite:
-                nets.opt_d.step()
-                refresh_norm_constants(nets.D)  # constants follow every critic update
-            losses.update(g_step(gdist.unwrap(nets.D), fake, hr, nets.opt_g, nets.vgg, cfg.loss, rt))
-        nonfinite, stop_signal = all_ranks_max(not all_finite(losses), stop.signum, device=rt.device)
-        if not nonfinite:
-            nets.opt_g.step()
-        run.step += 1
-        values = {k: float(v) for k, v in losses.items()}  # the step's one conversion to Python numbers
+            # Update: the pixel loss (pretrain), or the critic then the generator on one G(lr) (gan). Every rank
+            # skips the update when a loss is not finite on any rank, and stops after this step when any rank
+            # got a stop signal: both are agreed on in the step's last all-reduce.
+            if not gan:
+                losses = pretrain_step(nets.G, lr, hr, nets.opt_g, cfg.loss.pretrain_pixel, rt)
+            else:
+                with rt.autocast():
+                    fake = nets.G(lr)
+                losses = d_step(nets.D, hr, fake, nets.opt_d, rt)
+                (d_nonfinite,) = all_ranks_max(not all_finite(losses), device=rt.device)
+                if not d_nonfinite:
+                    nets.opt_d.step()
+                    refresh_norm_constants(nets.D)  # constants follow every critic update
+                losses.update(g_step(gdist.unwrap(nets.D), fake, hr, nets.opt_g, nets.vgg, cfg.loss, rt))
+            nonfinite, stop_signal = all_ranks_max(not all_finite(losses), stop.signum, device=rt.device)
+            if not nonfinite:
+                nets.opt_g.step()
+            run.step += 1
+            values = {k: float(v) for k, v in losses.items()}  # the step's one conversion to Python numbers
 
-        # Non-finite losses: the step was skipped; train.max_nonfinite in a row end the run with a checkpoint.
-        diverged = run.streak.update(bool(nonfinite))
-        if nonfinite:
-            log.warning(run.streak.warning(run.step, values))
-        if diverged:
-            save_checkpoint(cfg, nets, run, rt, ckpts, log)
-            gdist.barrier()  # no rank exits (and has its launcher end the others) before the file is written
-            raise run.streak.error(run.step, ckpts.folder)
-        if not nonfinite:
-            nets.ema.update_parameters(gdist.unwrap(nets.G))
-        nets.sched_g.step()
-        if nets.sched_d is not None:
-            nets.sched_d.step()
+            # Non-finite losses: the step was skipped; train.max_nonfinite in a row end the run with a checkpoint.
+            diverged = run.streak.update(bool(nonfinite))
+            if nonfinite:
+                log.warning(run.streak.warning(run.step, values))
+            if diverged:
+                save_checkpoint(cfg, nets, run, rt, ckpts, log)
+                gdist.barrier()  # no rank exits (and has its launcher end the others) before the file is written
+                raise run.streak.error(run.step, ckpts.folder)
+            if not nonfinite:
+                nets.ema.update_parameters(gdist.unwrap(nets.G))
+            nets.sched_g.step()
+            if nets.sched_d is not None:
+                nets.sched_d.step()
 
-        # Log: the progress bar every step; mean losses, lr, critic constants and speed every log_every steps.
-        logger.record(run.step, values, show=("pixel", "d_hinge", "g_total"))
-        if run.step % cfg.log.log_every == 0 or run.step == end:
-            extra = {"lr_g": nets.opt_g.param_groups[0]["lr"]}
-            if nets.D is not None:
-                extra.update({f"san/{k}": v for k, v in norm_constants(gdist.unwrap(nets.D)).items()})
-            logger.log_means(run.step, extra)
+            # Log: the progress bar every step; mean losses, lr, critic constants and speed every log_every steps.
+            logger.record(run.step, values, show=("pixel", "d_hinge", "g_total"))
+            if run.step % cfg.log.log_every == 0 or run.step == end:
+                extra = {"lr_g": nets.opt_g.param_groups[0]["lr"]}
+                if nets.D is not None:
+                    extra.update({f"san/{k}": v for k, v in norm_constants(gdist.unwrap(nets.D)).items()})
+                logger.log_means(run.step, extra)
 
-        # Validate the EMA generator; save every save_every steps, at the end and on a new best.
-        is_best = False
-        if run.step % cfg.log.eval_every == 0 or run.step == cfg.train.steps:
-            is_best = validate(cfg, nets, data, rt, run, logger, run_dir)
-        saved = run.step % cfg.log.save_every == 0 or run.step == end
-        path = save_checkpoint(cfg, nets, run, rt, ckpts, log, is_best, saved) if saved or is_best else None
+            # Validate the EMA generator; save every save_every steps, at the end and on a new best.
+            is_best = False
+            if run.step % cfg.log.eval_every == 0 or run.step == cfg.train.steps:
+                is_best = validate(cfg, nets, data, rt, run, logger, run_dir)
+            saved = run.step % cfg.log.save_every == 0 or run.step == end
+            path = save_checkpoint(cfg, nets, run, rt, ckpts, log, is_best, saved) if saved or is_best else None
 
-        # Stop on SIGINT / SIGTERM: every rank after this same step, with a step checkpoint.
-        if stop_signal:
-            if not saved:
-                path = save_checkpoint(cfg, nets, run, rt, ckpts, log)
-            gdist.barrier()  # no rank exits (and has its launcher end the others) before the file is written
-            stopped = TrainingStopped(stop_signal, run.step, path)
-            log.warning("%s", stopped)
-            raise stopped
+            # Stop on SIGINT / SIGTERM: every rank after this same step, with a step checkpoint.
+            if stop_signal:
+                if not saved:
+                    path = save_checkpoint(cfg, nets, run, rt, ckpts, log)
+                gdist.barrier()  # no rank exits (and has its launcher end the others) before the file is written
+                stopped = TrainingStopped(stop_signal, run.step, path)
+                log.warning("%s", stopped)
+                raise stopped
 
     log.info("done at step %d (%s)", run.step, "finished" if run.step >= cfg.train.steps else "stopped early")
     return TrainResult(run.step, run.last_val, gdist.unwrap(nets.G), nets.ema.module,

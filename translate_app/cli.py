@@ -49,7 +49,11 @@ def train_main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         import yaml
 
+        from gan_core.training import check_run_files
+        from gan_core.weights import WeightsError
+
         from .data import CityscapesDataset
+        from .train import required_files
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         try:
@@ -58,14 +62,29 @@ def train_main(argv: list[str] | None = None) -> int:
             print(f"translate-train: {e}", file=sys.stderr)
             return 2
         print(f"# run directory: {run_dir}\n# training frames: {len(ds)}")
+        try:
+            for line in check_run_files(*required_files(cfg), dry_run=True):
+                print(f"# needs {line}")
+        except WeightsError as e:
+            print(f"translate-train: {e}", file=sys.stderr)
+            return 2
         return 0
+    from gan_core.stopping import TrainingStopped
+
     from .train import TrainingDiverged, train
 
     try:
         train(cfg, run_dir, resume=args.resume, stop_after=args.stop_after)
+    except FileNotFoundError as e:  # files the run needs (all listed), a --resume path: before any work
+        print(f"translate-train: {e}", file=sys.stderr)
+        return 2
     except (TrainingDiverged, FileExistsError, ValueError, RuntimeError) as e:
         print(f"translate-train: {e}", file=sys.stderr)
         return 1
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the run logged where it stopped and its checkpoint
+        if e.step is None:
+            print(f"translate-train: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     return 0
