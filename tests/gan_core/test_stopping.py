@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+import gan_core
 from gan_core.stopping import StopSignals, TrainingStopped
 
-REPO = Path(__file__).resolve().parents[2]
+CODE = Path(gan_core.__file__).resolve().parents[1]  # the code under test, for child processes
 
 
 def test_first_signal_sets_a_flag_and_the_handlers_are_restored():
@@ -84,7 +85,7 @@ def test_loader_workers_ignore_stop_signals():
         "ignore_stop_signals(0)\nprint('ready', flush=True)\nsys.stdin.readline()\nprint('alive', flush=True)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))  # fmt: skip
+                            env=dict(os.environ, PYTHONPATH=str(CODE)))  # fmt: skip
     try:
         assert proc.stdout.readline() == "ready\n"
         proc.send_signal(signal.SIGTERM)

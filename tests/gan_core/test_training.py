@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import gan_core
 from gan_core.checkpoint import rng_state
 from gan_core.distributed import DistInfo
 from gan_core.ema import ema_model
@@ -147,7 +148,7 @@ def test_two_ranks_agree_in_one_all_reduce_and_gather_rng(tmp_path):
     the other's RNG state after the gather."""
     import subprocess
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(gan_core.__file__).resolve().parents[1]))
     store = tmp_path / "store"
     procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(r), str(store)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in (0, 1)]  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import sr_app
 from gan_core.checkpoint import load_checkpoint
 from gan_core.config import load_config
 from sr_app.cli import train_main
@@ -22,6 +23,7 @@ from sr_app.train import TrainingDiverged, train
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "sr_tiny.yaml"
+CODE = Path(sr_app.__file__).resolve().parents[1]  # the code under test, for child processes
 
 
 def tiny(hr_folder, val_folder=None, *overrides) -> SRTrainConfig:
@@ -230,7 +232,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues(tmp_path, hr_folder):
     base = ["-c", str(TINY), "--train-dir", str(hr_folder), "--out", str(run), "--set", "train.stage=pretrain"]
     long = ["--steps", "100000", "--set", "data.num_workers=1", "--set", "log.save_every=100000",
             "--set", "log.eval_every=100000", "--set", "log.sample_every=100000"]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(CODE))
     proc = subprocess.Popen([sys.executable, "-m", "sr_app.cli", *base, *long], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     _wait_for(_loop_started(run), proc)
@@ -252,3 +254,34 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues(tmp_path, hr_folder):
     assert train_main([*base, "--steps", str(step + 2), "--resume", "auto"]) == 0
     assert f"at step {step}" in (run / "train.log").read_text().split("resumed from")[-1]
     assert load_checkpoint(run / "ckpt" / f"step_{step + 2:08d}.pt")["step"] == step + 2
+
+
+@pytest.mark.slow
+def test_torchrun_sigterm_to_one_rank_stops_both_at_the_same_step(tmp_path, hr_folder):
+    """2 gloo ranks, stage gan (two all-reduces a step, per-rank critic crops): SIGTERM to rank 1 only. Both
+    ranks stop after the same step, rank 0 (which got no signal) writes the checkpoint with both ranks' RNG
+    states, rank 1 exits 143, nothing hangs."""
+    run = tmp_path / "run"
+    worker = Path(__file__).with_name("ddp_cli_worker.py")
+    args = ["-c", str(TINY), "--train-dir", str(hr_folder), "--out", str(run), "--steps", "100000", "--device", "cpu",
+            "--set", "loss.feature_weight=0", "--set", "log.save_every=100000", "--set", "log.eval_every=100000",
+            "--set", "log.sample_every=100000"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(CODE))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+           str(tmp_path), *args]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    _wait_for(lambda: (tmp_path / "rank1.pid").is_file() and _loop_started(run)(), proc)
+    os.kill(int((tmp_path / "rank1.pid").read_text()), signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (tmp_path / "rank1.exit").read_text() == "143", err[-3000:]
+    log = (run / "train.log").read_text()  # rank 0 logs
+    m = re.search(r"stopped by SIGTERM at step (\d+); checkpoint (\S+); resume with --resume auto", log)
+    assert m, log[-3000:]
+    ck = load_checkpoint(m.group(2))
+    assert ck["step"] == int(m.group(1)) and ck["world_size"] == 2 and len(ck["rng"]) == 2
+    assert not ck["rng"][0]["generator"].equal(ck["rng"][1]["generator"])  # each rank's own crop stream
