@@ -77,15 +77,21 @@ def test_outside_the_main_thread_nothing_is_installed():
     assert seen == [True]
 
 
-def test_loader_workers_ignore_stop_signals():
+def test_loader_workers_ignore_stop_signals(tmp_path):
     """A real process: after ignore_stop_signals, SIGTERM and SIGINT (as `timeout` or SLURM send to the whole
     process group) leave it running."""
     code = (
         "import sys\nfrom gan_core.stopping import ignore_stop_signals\n"
         "ignore_stop_signals(0)\nprint('ready', flush=True)\nsys.stdin.readline()\nprint('alive', flush=True)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(CODE)))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(CODE)),
+    )
     try:
         assert proc.stdout.readline() == "ready\n"
         proc.send_signal(signal.SIGTERM)

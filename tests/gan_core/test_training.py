@@ -150,8 +150,17 @@ def test_two_ranks_agree_in_one_all_reduce_and_gather_rng(tmp_path):
 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(gan_core.__file__).resolve().parents[1]))
     store = tmp_path / "store"
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(r), str(store)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(r), str(store)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     lines = [o[0].split() for o in outs]

@@ -233,8 +233,15 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues(tmp_path, hr_folder):
     long = ["--steps", "100000", "--set", "data.num_workers=1", "--set", "log.save_every=100000",
             "--set", "log.eval_every=100000", "--set", "log.sample_every=100000"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(CODE))
-    proc = subprocess.Popen([sys.executable, "-m", "sr_app.cli", *base, *long], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sr_app.cli", *base, *long],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     _wait_for(_loop_started(run), proc)
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -269,8 +276,9 @@ def test_torchrun_sigterm_to_one_rank_stops_both_at_the_same_step(tmp_path, hr_f
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(CODE))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
            str(tmp_path), *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     _wait_for(lambda: (tmp_path / "rank1.pid").is_file() and _loop_started(run)(), proc)
     os.kill(int((tmp_path / "rank1.pid").read_text()), signal.SIGTERM)
     try:

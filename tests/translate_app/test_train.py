@@ -172,8 +172,14 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues(tmp_path, city_root):
     base = ["-c", str(TINY), "--data-root", str(city_root), "--out", str(run), "--set", "loss.vgg_weight=0"]
     long = ["--steps", "100000", "--set", "log.save_every=100000", "--set", "log.sample_every=100000"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(CODE))
-    proc = subprocess.Popen([sys.executable, "-m", "translate_app.cli", *base, *long], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "translate_app.cli", *base, *long],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         metrics = run / "metrics.jsonl"
