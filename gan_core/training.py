@@ -3,7 +3,7 @@
 - :func:`check_run_files`: every weight file and checkpoint a run needs, checked before any work, in one
   error listing all that are missing.
 - :func:`all_ranks_max`: one all-reduce per step that makes every rank take the same branch (skip a
-  non-finite update, stop on a signal).
+  non-finite update, stop on a signal); :func:`stopped_at`: the end of an agreed stop.
 - :class:`NonFiniteStreak` / :class:`TrainingDiverged`: consecutive non-finite steps, and the error when
   there are too many.
 - :func:`gather_rng_states` / :func:`restore_rng_state`: per-rank RNG streams in and out of a checkpoint.
@@ -27,7 +27,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import is_valid_checkpoint, rng_state, set_rng_state
-from .distributed import DistInfo
+from .distributed import DistInfo, barrier
+from .stopping import TrainingStopped
 from .weights import WeightsError, load_manifest, resolve_weights
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "gather_rng_states",
     "load_parts",
     "restore_rng_state",
+    "stopped_at",
 ]
 
 
@@ -106,6 +108,16 @@ def all_ranks_max(*values: int, device: torch.device) -> tuple[int, ...]:
     t = torch.tensor(ints, dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return tuple(int(v) for v in t.tolist())
+
+
+def stopped_at(signum: int, step: int, checkpoint: Path | None, log: logging.Logger) -> TrainingStopped:
+    """The end of a stop every rank agreed on, after its checkpoint: wait for every rank (none exits, and has
+    its launcher end the others, before rank 0 has written the file), log the stop line, and return the
+    :class:`~gan_core.stopping.TrainingStopped` to raise."""
+    barrier()
+    stopped = TrainingStopped(signum, step, checkpoint)
+    log.warning("%s", stopped)
+    return stopped
 
 
 # -- non-finite losses ----------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from gan_core.training import (
     gather_rng_states,
     load_parts,
     restore_rng_state,
+    stopped_at,
 )
 
 from .config import SRTrainConfig
@@ -521,10 +522,7 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
             if stop_signal:
                 if not saved:
                     path = save_checkpoint(cfg, nets, run, rt, ckpts, log)
-                gdist.barrier()  # no rank exits (and has its launcher end the others) before the file is written
-                stopped = TrainingStopped(stop_signal, run.step, path)
-                log.warning("%s", stopped)
-                raise stopped
+                raise stopped_at(stop_signal, run.step, path, log)
 
     log.info("done at step %d (%s)", run.step, "finished" if run.step >= cfg.train.steps else "stopped early")
     return TrainResult(run.step, run.last_val, gdist.unwrap(nets.G), nets.ema.module,

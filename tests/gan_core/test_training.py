@@ -23,6 +23,7 @@ from gan_core.training import (
     gather_rng_states,
     load_parts,
     restore_rng_state,
+    stopped_at,
 )
 from gan_core.weights import WeightsError
 
@@ -170,3 +171,12 @@ def test_two_ranks_agree_in_one_all_reduce_and_gather_rng(tmp_path):
     torch.manual_seed(10)
     draw0 = float(torch.rand(()))
     assert [float(lines[0][2]), float(lines[1][2])] == [draw1, draw0]
+
+
+def test_stopped_at_logs_the_stop_line(caplog):
+    log = logging.getLogger("t_stop")
+    err = stopped_at(15, 42, Path("run/ckpt/step_00000042.pt"), log)  # one process: the barrier is a no-op
+    assert err.step == 42 and err.exit_code == 143
+    assert caplog.messages == [
+        "stopped by SIGTERM at step 42; checkpoint run/ckpt/step_00000042.pt; resume with --resume auto"
+    ]
