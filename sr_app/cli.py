@@ -18,6 +18,8 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="sr-train",
         description="Train SAN-SRGAN (stage pretrain: pixel loss; stage gan: L1 + VGG19 + hinge with a SAN critic). "
         "Single process, or DDP under `torchrun --nproc_per_node K sr-train ...`.",
+        epilog="Ctrl-C or SIGTERM: the step in progress finishes, a checkpoint is written and the run exits 130 "
+        "(SIGINT) or 143 (SIGTERM); continue with --resume auto. A second signal stops at once.",
     )
     p.add_argument("--config", "-c", type=Path, help="YAML preset (configs/sr_paper.yaml, sr_pretrain.yaml, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -30,7 +32,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH|auto", help="checkpoint to resume from, or 'auto' for the newest in --out")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (train.device)")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop with a checkpoint after N steps of this run")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the data summary, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and the data summary, check the weight files and checkpoint "
+                   "the run needs, then exit (2 if any is missing)")  # fmt: skip
     return p
 
 

@@ -13,6 +13,12 @@ G does not change between the critic step and the generator step, so the output 
 
 Runs on CPU or CUDA, bf16 autocast where the hardware is fast at it (SAN's FFT stays float32),
 channels_last, under torchrun with DDP. Checkpoints hold every state needed for an exact resume.
+
+Shape (nanoGPT / edm): ``train`` checks the files the run needs and sets up the process; ``_train`` builds
+(``build_data``, ``build_networks``), restores (``restore``) and runs the loop, which reads top to bottom
+(update, non-finite guard, log, validate, save, stop) with ``validate`` / ``save_checkpoint`` taking the
+loop's state (``LoopState``) explicitly. SIGINT / SIGTERM stop every rank after the same step with a
+checkpoint (``gan_core.stopping``); the pieces shared with translate-train are in ``gan_core.training``.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ def train_main(argv: list[str] | None = None) -> int:
         prog="translate-train",
         description="Train SAN-SPADE (or SPADE) on Cityscapes label maps. Single process, or DDP under "
         "`torchrun --nproc_per_node K translate-train ...`.",
+        epilog="Ctrl-C or SIGTERM: the step in progress finishes, a checkpoint is written and the run exits 130 "
+        "(SIGINT) or 143 (SIGTERM); continue with --resume auto. A second signal stops at once.",
     )
     p.add_argument("--config", "-c", type=Path, help="YAML preset (configs/san_spade_paper.yaml, spade_paper.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -30,7 +32,9 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", metavar="PATH|auto")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop with a checkpoint after N steps of this run")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and data summary, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and data summary, check the weight files the run needs, then "
+                   "exit (2 if any is missing)")  # fmt: skip
     args = p.parse_args(argv)
     overrides = list(args.overrides)
     for flag, key in (("data_root", "data.root"), ("steps", "train.steps"), ("batch_size", "train.batch_size"),
