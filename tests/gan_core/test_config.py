@@ -48,7 +48,7 @@ def test_bad_values_name_the_key_and_the_allowed_values():
         load_config(SRTrainConfig, None, ["train.steps=many"])
     with pytest.raises(ConfigError, match=r"model\.san_ratio: must be in \(0, 1\]"):
         load_config(SRTrainConfig, None, ["model.san_ratio=1.5"])
-    with pytest.raises(ConfigError, match=r"model\.critic_padding: SAN needs 'circular'"):
+    with pytest.raises(ConfigError, match=r"model\.critic_padding: SAN needs circular padding"):
         load_config(SRTrainConfig, None, ["model.critic_padding=zeros"])
     with pytest.raises(ConfigError, match=r"optim\.betas_g: expected 2 values"):
         load_config(SRTrainConfig, None, ["optim.betas_g=[0.5]"])
