@@ -8,7 +8,7 @@ G does not change between the critic step and the generator step, so the output 
    real-only and fake-only batches, as in the official code), Adam step, then one
    ``refresh_norm_constants(D)``: SAN / SN constants follow every critic update (the paper normalizes
    after each critic step).
-3. Generator step (``g_step``): ``l_content * L1 + l_feat * VGG19(conv5_4) + l_adv * (-D(fake))`` with D
+3. Generator step (``g_step``): ``l_content * L1 + l_vgg * VGG19(conv5_4) + l_adv * (-D(fake))`` with D
    frozen, Adam step, EMA update.
 
 Runs on CPU or CUDA, bf16 autocast where the hardware is fast at it (SAN's FFT stays float32),
@@ -97,9 +97,9 @@ def g_step(D, fake, hr, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
         out["content"] = pixel_loss(fake, hr, loss_cfg.pixel)
         total = total + loss_cfg.content_weight * out["content"]
     with rt.autocast():
-        if vgg is not None and loss_cfg.feature_weight > 0:
+        if vgg is not None and loss_cfg.vgg_loss_weight > 0:
             out["vgg"] = vgg.loss(fake, hr)
-            total = total + loss_cfg.feature_weight * out["vgg"]
+            total = total + loss_cfg.vgg_loss_weight * out["vgg"]
         if loss_cfg.adv_weight > 0:
             with parametrize.cached():
                 out["g_adv"] = g_hinge_loss(D(fake))
@@ -185,14 +185,15 @@ def build_generator(cfg: SRTrainConfig) -> SRGenerator:
     return SRGenerator(m.channels, m.num_blocks, cfg.data.scale, m.init_scale, m.residual_init_scale)
 
 
-def build_critic(cfg: SRTrainConfig, seed: int) -> SRCritic:
+def build_critic(cfg: SRTrainConfig, crop_seed: int) -> SRCritic:
     return SRCritic(
         cfg.model.critic_norm,
         padding=cfg.model.critic_padding,
         batch_norm=cfg.model.critic_bn,
         num_blocks=cfg.model.critic_blocks,
         width=cfg.model.critic_width,
-        seed=seed,
+        crop_seed=crop_seed,
+        norm_seed=cfg.train.seed,
         **cfg.model.critic_norm_options(),
     )
 
@@ -218,7 +219,7 @@ def train(
     rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
     info = rt.info
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
-    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, to_dict(cfg), RESUME_MUTABLE)
+    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, cfg, RESUME_MUTABLE)
     if info.world_size > 1 and cfg.train.batch_size % info.world_size:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {info.world_size} ranks")
     per_rank_batch = cfg.train.batch_size // info.world_size
@@ -268,7 +269,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
     # Models: identical initial weights on every rank; per-rank randomness (critic crops) seeded by rank.
     gdist.seed_everything(cfg.train.seed)
     G = build_generator(cfg)
-    D = build_critic(cfg, seed=cfg.train.seed + 7919 * info.rank + 1) if gan else None
+    D = build_critic(cfg, crop_seed=cfg.train.seed + 7919 * info.rank + 1) if gan else None
     crop_gen = D.crop_generator if D is not None else None  # per-rank critic crops: part of the RNG state
     if gan and cfg.train.init_from and state is None:
         weights, key = generator_weights(load_checkpoint(cfg.train.init_from))
@@ -282,8 +283,8 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
     if D is not None:
         D = D.to(rt.device, memory_format=fmt)
     vgg = None
-    if gan and cfg.loss.feature_weight > 0:
-        vgg = VGG19Features(("conv5_4",), cfg.loss.vgg_weights).to(rt.device, memory_format=fmt)
+    if gan and cfg.loss.vgg_loss_weight > 0:
+        vgg = VGG19Features(("conv5_4",), cfg.loss.vgg_weights_file).to(rt.device, memory_format=fmt)
     objective = (
         f"{cfg.loss.pretrain_pixel} pixel loss"
         if not gan
@@ -291,7 +292,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
             t
             for t, w in [
                 (f"{cfg.loss.content_weight:g}*{cfg.loss.pixel}", cfg.loss.content_weight),
-                (f"{cfg.loss.feature_weight:g}*VGG19(conv5_4)", cfg.loss.feature_weight),
+                (f"{cfg.loss.vgg_loss_weight:g}*VGG19(conv5_4)", cfg.loss.vgg_loss_weight),
                 (f"{cfg.loss.adv_weight:g}*hinge", cfg.loss.adv_weight),
             ]
             if w > 0
@@ -458,7 +459,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, st
                 means = {k: v / n_logged for k, v in totals.items()}
                 extra = {"lr_g": opt_g.param_groups[0]["lr"], "it_per_s": ips}
                 if D is not None:
-                    extra.update({f"san/{k}": v for k, v in norm_constants(gdist.unwrap(D)).items()})
+                    extra.update({f"norm/{k}": v for k, v in norm_constants(gdist.unwrap(D)).items()})
                 logger.metrics(step, "train", {**means, **extra})
                 log.info(
                     "step %d/%d %s | %.2f it/s, ETA %s",

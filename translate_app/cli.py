@@ -74,14 +74,14 @@ def train_main(argv: list[str] | None = None) -> int:
 def load_generator(path: str | Path, device: str = "cpu"):
     """(generator in eval mode, config) from a translate-train checkpoint."""
     from gan_core.checkpoint import load_checkpoint
-    from gan_core.config import from_dict
+    from gan_core.config import from_dict, migrate_config
 
     from .train import CKPT_FORMAT, build_generator
 
     ck = load_checkpoint(path)
     if ck.get("format") != CKPT_FORMAT:
         raise ValueError(f"{path} is not a translate-train checkpoint")
-    cfg = from_dict(SpadeTrainConfig, ck["config"])
+    cfg = from_dict(SpadeTrainConfig, migrate_config(SpadeTrainConfig, ck["config"]))  # older key names too
     G = build_generator(cfg)
     G.load_state_dict(ck["G"])
     return G.eval().to(device), cfg

@@ -4,8 +4,9 @@ Per iteration (SPADE's order, ALGORITHMS.md d.5):
 
 1. Generator step (``g_step``): ``fake = G(seg)``; the critic scores concat(seg, fake) and concat(seg,
    real) in one call (fake and real stacked along the batch); loss = hinge (-D(fake), averaged over the
-   scales) + ``feat_weight`` * feature matching (L1 between the 4 intermediate critic features of fake and
-   real, / num_D) + ``vgg_weight`` * VGG-19 pyramid (relu1_1..relu5_1, weights 1/32..1); Adam step.
+   scales) + ``feature_matching_weight`` * feature matching (L1 between the 4 intermediate critic features
+   of fake and real, / num_D) + ``vgg_loss_weight`` * VGG-19 pyramid (relu1_1..relu5_1, weights 1/32..1);
+   Adam step.
 2. Critic step (``d_step``): ``fake`` regenerated without gradient by the updated G; hinge on real and
    fake averaged over the scales; Adam step; then one ``refresh_norm_constants(D)``.
 
@@ -74,7 +75,7 @@ def build_critic(cfg: SpadeTrainConfig) -> MultiscaleDiscriminator:
         critic_norm=m.critic_norm,
         padding=m.critic_padding,
         san_layers=m.san_layers,
-        seed=cfg.train.seed,
+        norm_seed=cfg.train.seed,
         **m.critic_norm_options(),
     )
 
@@ -97,14 +98,14 @@ def g_step(G, D, seg, real, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
     num_d = len(p_fake)
     out = {"g_adv": sum(g_hinge_loss(s[-1]) for s in p_fake) / num_d}
     total = out["g_adv"]
-    if loss_cfg.feat_weight > 0:
+    if loss_cfg.feature_matching_weight > 0:
         fm = sum(feature_matching_loss(f[:-1], r[:-1]) for f, r in zip(p_fake, p_real, strict=True))
         out["g_feat"] = fm / num_d
-        total = total + loss_cfg.feat_weight * out["g_feat"]
-    if vgg is not None and loss_cfg.vgg_weight > 0:
+        total = total + loss_cfg.feature_matching_weight * out["g_feat"]
+    if vgg is not None and loss_cfg.vgg_loss_weight > 0:
         with rt.autocast():
             out["g_vgg"] = vgg.loss(fake, real, VGG_WEIGHTS)
-        total = total + loss_cfg.vgg_weight * out["g_vgg"]
+        total = total + loss_cfg.vgg_loss_weight * out["g_vgg"]
     opt_g.zero_grad(set_to_none=True)
     total.backward()
     D.requires_grad_(True)
@@ -169,7 +170,7 @@ def train(cfg: SpadeTrainConfig, run_dir: str | Path, resume: str | None = None,
     rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
     info = rt.info
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
-    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, to_dict(cfg), RESUME_MUTABLE)
+    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, cfg, RESUME_MUTABLE)
     if cfg.train.batch_size % info.world_size:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {info.world_size} ranks")
     logger = RunLogger(run_dir, "translate_train", info.is_main, cfg.log.tensorboard)
@@ -218,8 +219,9 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, stop_after) -> Tra
     fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
     G, D = G.to(rt.device, memory_format=fmt), D.to(rt.device, memory_format=fmt)
     vgg = None
-    if cfg.loss.vgg_weight > 0:
-        vgg = VGG19Features(VGG_LAYERS, cfg.loss.vgg_weights, imagenet_normalize=False).to(rt.device, memory_format=fmt)
+    if cfg.loss.vgg_loss_weight > 0:
+        vgg = VGG19Features(VGG_LAYERS, cfg.loss.vgg_weights_file, imagenet_normalize=False)
+        vgg = vgg.to(rt.device, memory_format=fmt)
     fid_net, fid_real = None, None
     fid_items = [it for it in val_items if "image" in it][: cfg.log.fid_images]
     if cfg.log.fid_every and info.is_main:
@@ -228,7 +230,7 @@ def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, stop_after) -> Tra
         if len(fid_items) < 2:
             log.warning("log.fid_every is set but the validation split has fewer than 2 photos: no periodic FID")
         else:
-            fid_net = FIDInception(cfg.log.fid_weights).to(rt.device)
+            fid_net = FIDInception(cfg.log.fid_weights_file).to(rt.device)
             source = f"{cfg.data.val_split} photos, first {len(fid_items)}, bicubic to {size[1]}x{size[0]}"
             fid_real = FIDStats.from_images([(it["image"] + 1) / 2 for it in fid_items], fid_net, device=rt.device,
                                             protocol=PROTOCOL, source=source)  # fmt: skip
