@@ -113,7 +113,7 @@ class SparsityAwareNorm(nn.Module):
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
         self.register_buffer("refreshes", torch.zeros((), dtype=torch.int64))
         # Python mirrors of small buffers read on every forward or refresh (no device sync). The seed is
-        # read from its buffer at each draw instead: DDP overwrites buffers with rank 0's at wrap time.
+        # read from its buffer at each draw instead: DDP (broadcast_buffers=True) overwrites it with rank 0's.
         self._initialized = False
         self._size: tuple[int, int] | None = None
         self._draws = 0
