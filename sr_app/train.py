@@ -8,7 +8,7 @@ G does not change between the critic step and the generator step, so the output 
    real-only and fake-only batches, as in the official code), Adam step, then one
    ``refresh_norm_constants(D)``: SAN / SN constants follow every critic update (the paper normalizes
    after each critic step).
-3. Generator step (``g_step``): ``l_content * L1 + l_feat * VGG19(conv5_4) + l_adv * (-D(fake))`` with D
+3. Generator step (``g_step``): ``l_content * L1 + l_vgg * VGG19(conv5_4) + l_adv * (-D(fake))`` with D
    frozen, Adam step, EMA update.
 
 Runs on CPU or CUDA, bf16 autocast where the hardware is fast at it (SAN's FFT stays float32),
@@ -124,9 +124,9 @@ def g_step(D, fake, hr, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
         out["content"] = pixel_loss(fake, hr, loss_cfg.pixel)
         total = total + loss_cfg.content_weight * out["content"]
     with rt.autocast():
-        if vgg is not None and loss_cfg.feature_weight > 0:
+        if vgg is not None and loss_cfg.vgg_loss_weight > 0:
             out["vgg"] = vgg.loss(fake, hr)
-            total = total + loss_cfg.feature_weight * out["vgg"]
+            total = total + loss_cfg.vgg_loss_weight * out["vgg"]
         if loss_cfg.adv_weight > 0:
             with parametrize.cached():
                 out["g_adv"] = g_hinge_loss(D(fake))
@@ -212,14 +212,15 @@ def build_generator(cfg: SRTrainConfig) -> SRGenerator:
     return SRGenerator(m.channels, m.num_blocks, cfg.data.scale, m.init_scale, m.residual_init_scale)
 
 
-def build_critic(cfg: SRTrainConfig, seed: int) -> SRCritic:
+def build_critic(cfg: SRTrainConfig, crop_seed: int) -> SRCritic:
     return SRCritic(
         cfg.model.critic_norm,
         padding=cfg.model.critic_padding,
         batch_norm=cfg.model.critic_bn,
         num_blocks=cfg.model.critic_blocks,
         width=cfg.model.critic_width,
-        seed=seed,
+        crop_seed=crop_seed,
+        norm_seed=cfg.train.seed,
         **cfg.model.critic_norm_options(),
     )
 
@@ -228,7 +229,7 @@ def required_files(cfg: SRTrainConfig, fresh: bool = True) -> tuple[dict[str, st
     """(weights, checkpoints) a run of ``cfg`` reads, by config key, for ``check_run_files``: VGG-19 when
     stage gan has the VGG term, ``train.init_from`` when stage gan starts ``fresh`` (not resumed)."""
     gan = cfg.train.stage == "gan"
-    weights = {"loss.vgg_weights": cfg.loss.vgg_weights} if gan and cfg.loss.feature_weight > 0 else {}
+    weights = {"loss.vgg_weights_file": cfg.loss.vgg_weights_file} if gan and cfg.loss.vgg_loss_weight > 0 else {}
     checkpoints = {"train.init_from": cfg.train.init_from} if gan and fresh and cfg.train.init_from else {}
     return weights, checkpoints
 
@@ -240,7 +241,7 @@ def objective(cfg: SRTrainConfig) -> str:
     loss = cfg.loss
     terms = [
         (f"{loss.content_weight:g}*{loss.pixel}", loss.content_weight),
-        (f"{loss.feature_weight:g}*VGG19(conv5_4)", loss.feature_weight),
+        (f"{loss.vgg_loss_weight:g}*VGG19(conv5_4)", loss.vgg_loss_weight),
         (f"{loss.adv_weight:g}*hinge", loss.adv_weight),
     ]
     return " + ".join(t for t, w in terms if w > 0)
@@ -299,7 +300,7 @@ def build_networks(cfg: SRTrainConfig, rt: Runtime, log: logging.Logger, fresh: 
     gan = cfg.train.stage == "gan"
     gdist.seed_everything(cfg.train.seed)
     G = build_generator(cfg)
-    D = build_critic(cfg, seed=cfg.train.seed + 7919 * rt.info.rank + 1) if gan else None
+    D = build_critic(cfg, crop_seed=cfg.train.seed + 7919 * rt.info.rank + 1) if gan else None
     if gan and fresh and cfg.train.init_from:
         weights, key = generator_weights(load_checkpoint(cfg.train.init_from))
         G.load_state_dict(weights)
@@ -316,8 +317,8 @@ def build_networks(cfg: SRTrainConfig, rt: Runtime, log: logging.Logger, fresh: 
         nets.opt_d = torch.optim.Adam(nets.D.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
         nets.sched_d = torch.optim.lr_scheduler.MultiStepLR(nets.opt_d, _milestones(cfg), cfg.optim.gamma)
         nets.crop_gen = D.crop_generator
-    if gan and cfg.loss.feature_weight > 0:
-        nets.vgg = VGG19Features(("conv5_4",), cfg.loss.vgg_weights).to(rt.device, memory_format=fmt)
+    if gan and cfg.loss.vgg_loss_weight > 0:
+        nets.vgg = VGG19Features(("conv5_4",), cfg.loss.vgg_weights_file).to(rt.device, memory_format=fmt)
     return nets
 
 
@@ -432,7 +433,7 @@ def train(
     """
     run_dir = Path(run_dir)
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
-    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, to_dict(cfg), RESUME_MUTABLE)
+    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, cfg, RESUME_MUTABLE)
     check_run_files(*required_files(cfg, fresh=state is None))
     rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
     if rt.info.world_size > 1 and cfg.train.batch_size % rt.info.world_size:
@@ -514,7 +515,7 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
             if run.step % cfg.log.log_every == 0 or run.step == end:
                 extra = {"lr_g": nets.opt_g.param_groups[0]["lr"]}
                 if nets.D is not None:
-                    extra.update({f"san/{k}": v for k, v in norm_constants(gdist.unwrap(nets.D)).items()})
+                    extra.update({f"norm/{k}": v for k, v in norm_constants(gdist.unwrap(nets.D)).items()})
                 logger.log_means(run.step, extra)
 
             # Validate the EMA generator; save every save_every steps, at the end and on a new best.

@@ -4,8 +4,9 @@ Per iteration (SPADE's order, ALGORITHMS.md d.5):
 
 1. Generator step (``g_step``): ``fake = G(seg)``; the critic scores concat(seg, fake) and concat(seg,
    real) in one call (fake and real stacked along the batch); loss = hinge (-D(fake), averaged over the
-   scales) + ``feat_weight`` * feature matching (L1 between the 4 intermediate critic features of fake and
-   real, / num_D) + ``vgg_weight`` * VGG-19 pyramid (relu1_1..relu5_1, weights 1/32..1); Adam step.
+   scales) + ``feature_matching_weight`` * feature matching (L1 between the 4 intermediate critic features
+   of fake and real, / num_D) + ``vgg_loss_weight`` * VGG-19 pyramid (relu1_1..relu5_1, weights 1/32..1);
+   Adam step.
 2. Critic step (``d_step``): ``fake`` regenerated without gradient by the updated G; hinge on real and
    fake averaged over the scales; Adam step; then one ``refresh_norm_constants(D)``.
 
@@ -99,7 +100,7 @@ def build_critic(cfg: SpadeTrainConfig) -> MultiscaleDiscriminator:
         critic_norm=m.critic_norm,
         padding=m.critic_padding,
         san_layers=m.san_layers,
-        seed=cfg.train.seed,
+        norm_seed=cfg.train.seed,
         **m.critic_norm_options(),
     )
 
@@ -122,14 +123,14 @@ def g_step(G, D, seg, real, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
     num_d = len(p_fake)
     out = {"g_adv": sum(g_hinge_loss(s[-1]) for s in p_fake) / num_d}
     total = out["g_adv"]
-    if loss_cfg.feat_weight > 0:
+    if loss_cfg.feature_matching_weight > 0:
         fm = sum(feature_matching_loss(f[:-1], r[:-1]) for f, r in zip(p_fake, p_real, strict=True))
         out["g_feat"] = fm / num_d
-        total = total + loss_cfg.feat_weight * out["g_feat"]
-    if vgg is not None and loss_cfg.vgg_weight > 0:
+        total = total + loss_cfg.feature_matching_weight * out["g_feat"]
+    if vgg is not None and loss_cfg.vgg_loss_weight > 0:
         with rt.autocast():
             out["g_vgg"] = vgg.loss(fake, real, VGG_WEIGHTS)
-        total = total + loss_cfg.vgg_weight * out["g_vgg"]
+        total = total + loss_cfg.vgg_loss_weight * out["g_vgg"]
     opt_g.zero_grad(set_to_none=True)
     total.backward()
     D.requires_grad_(True)
@@ -192,9 +193,9 @@ def save_samples(G, items: list[dict], rt: Runtime, path: Path) -> None:
 def required_files(cfg: SpadeTrainConfig) -> tuple[dict[str, str], dict[str, str]]:
     """(weights, checkpoints) a run of ``cfg`` reads, by config key, for ``check_run_files``: VGG-19 when
     the VGG term is on, the FID Inception when periodic FID is on."""
-    weights = {"loss.vgg_weights": cfg.loss.vgg_weights} if cfg.loss.vgg_weight > 0 else {}
+    weights = {"loss.vgg_weights_file": cfg.loss.vgg_weights_file} if cfg.loss.vgg_loss_weight > 0 else {}
     if cfg.log.fid_every:
-        weights["log.fid_weights"] = cfg.log.fid_weights
+        weights["log.fid_weights_file"] = cfg.log.fid_weights_file
     return weights, {}
 
 
@@ -262,8 +263,9 @@ def build_networks(cfg: SpadeTrainConfig, rt: Runtime, total: int) -> Networks:
     fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
     G, D = G.to(rt.device, memory_format=fmt), D.to(rt.device, memory_format=fmt)
     vgg = None
-    if cfg.loss.vgg_weight > 0:
-        vgg = VGG19Features(VGG_LAYERS, cfg.loss.vgg_weights, imagenet_normalize=False).to(rt.device, memory_format=fmt)
+    if cfg.loss.vgg_loss_weight > 0:
+        vgg = VGG19Features(VGG_LAYERS, cfg.loss.vgg_weights_file, imagenet_normalize=False)
+        vgg = vgg.to(rt.device, memory_format=fmt)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas_g)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
     factor = functools.partial(lr_factor, total=total, niter=cfg.optim.niter, niter_decay=cfg.optim.niter_decay)
@@ -304,7 +306,7 @@ def build_fid_probe(cfg: SpadeTrainConfig, data: Data, rt: Runtime, log: logging
     if len(items) < 2:
         log.warning("log.fid_every is set but the validation split has fewer than 2 photos: no periodic FID")
         return None
-    net = FIDInception(cfg.log.fid_weights).to(rt.device)
+    net = FIDInception(cfg.log.fid_weights_file).to(rt.device)
     h, w = cfg.data.size
     source = f"{cfg.data.val_split} photos, first {len(items)}, bicubic to {w}x{h}"
     real = FIDStats.from_images([(it["image"] + 1) / 2 for it in items], net, device=rt.device, protocol=PROTOCOL,
@@ -396,7 +398,7 @@ def train(
     """
     run_dir = Path(run_dir)
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
-    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, to_dict(cfg), RESUME_MUTABLE)
+    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, cfg, RESUME_MUTABLE)
     check_run_files(*required_files(cfg))
     rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
     if cfg.train.batch_size % rt.info.world_size:

@@ -52,14 +52,14 @@ def test_pretrain_then_gan(tmp_path, hr_folder, val_folder, vgg_weights):
 
     gan = tmp_path / "gan"
     cfg = tiny(hr_folder, val_folder, "train.stage=gan", f"train.init_from={pre / 'ckpt' / 'best.pt'}",
-               f"loss.vgg_weights={vgg_weights}")  # fmt: skip
+               f"loss.vgg_weights_file={vgg_weights}")  # fmt: skip
     result = train(cfg, gan)
     log = (gan / "train.log").read_text()
     assert "generator initialised from" in log and "critic: san (circular padding)" in log
     r = rows(gan)
     first = r[0]
     assert {"d_hinge", "d_real", "d_fake", "content", "vgg", "g_adv", "g_total", "lr_g"} <= set(first)
-    assert any(k.startswith("san/") for k in first)  # the critic's SAN constants are logged
+    assert any(k.startswith("norm/") for k in first)  # the critic's SAN constants are logged
     ck = load_checkpoint(gan / "ckpt" / "step_00000004.pt")
     assert ck["step"] == 4 and "D" in ck and ck["config"]["train"]["stage"] == "gan"
     assert "features.0.parametrizations.weight.0.s" in ck["D"]
@@ -68,7 +68,7 @@ def test_pretrain_then_gan(tmp_path, hr_folder, val_folder, vgg_weights):
 
 def test_training_without_vgg_is_a_different_objective(tmp_path, hr_folder):
     run = tmp_path / "novgg"
-    train(tiny(hr_folder, None, "loss.feature_weight=0"), run)
+    train(tiny(hr_folder, None, "loss.vgg_loss_weight=0"), run)
     assert "objective: 0.01*l1 + 0.1*hinge" in (run / "train.log").read_text()
     assert "vgg" not in rows(run)[0]
 
@@ -85,7 +85,8 @@ def _all_tensors(state, prefix=""):
 
 
 def test_resume_is_exact(tmp_path, hr_folder, vgg_weights):
-    cfg = tiny(hr_folder, None, f"loss.vgg_weights={vgg_weights}", "model.san_ratio=0.25", "model.san_momentum=0.5")
+    sets = [f"loss.vgg_weights_file={vgg_weights}", "model.san_ratio=0.25", "model.san_momentum=0.5"]
+    cfg = tiny(hr_folder, None, *sets)
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(cfg, straight)
     train(cfg, split, stop_after=2)
@@ -131,7 +132,7 @@ def test_cli_errors_before_any_work(tmp_path, hr_folder, capsys):
     out = capsys.readouterr().out
     assert "steps: 7" in out and "# training images: 6 usable" in out
     run = tmp_path / "twice"
-    args = ["-c", str(TINY), "--train-dir", str(hr_folder), "--out", str(run), "--set", "loss.feature_weight=0"]
+    args = ["-c", str(TINY), "--train-dir", str(hr_folder), "--out", str(run), "--set", "loss.vgg_loss_weight=0"]
     assert train_main(args) == 0
     assert train_main(args) == 1 and "already has checkpoints" in capsys.readouterr().err
     assert train_main([*args, "--resume", "auto", "--set", "model.channels=16"]) == 1

@@ -33,8 +33,8 @@ def tiny(root, *sets):
 
 
 def test_train_resume_exact_infer_and_eval(tmp_path, city_root, vgg_weights, fid_weights, capsys):
-    cfg = tiny(city_root, f"loss.vgg_weights={vgg_weights}", "log.fid_every=2", "log.fid_images=2",
-               f"log.fid_weights={fid_weights}")  # fmt: skip
+    cfg = tiny(city_root, f"loss.vgg_weights_file={vgg_weights}", "log.fid_every=2", "log.fid_images=2",
+               f"log.fid_weights_file={fid_weights}")  # fmt: skip
     straight, split = tmp_path / "straight", tmp_path / "split"
     result = train(cfg, straight)
     assert result.step == 4 and result.fid is not None and result.fid >= 0
@@ -106,7 +106,7 @@ def test_cli_errors(tmp_path, city_root, capsys):
     assert "Cityscapes root not found" in capsys.readouterr().err
     assert train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_weight=0", "--dry-run"]) == 0
     assert "# training frames: 3" in capsys.readouterr().out
-    code = train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_weight=0",
+    code = train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_loss_weight=0",
                        "--set", "train.batch_size=4", "--out", str(tmp_path / "r")])  # fmt: skip
     assert code == 1 and "fewer than one batch" in capsys.readouterr().err
     assert infer_main(["-i", "x.png", "-o", str(tmp_path), "--weights", str(tmp_path / "missing.pt")]) == 2
