@@ -33,6 +33,7 @@ float32 multiply-adds, never TF32. ``max_a mean`` of the strided value is taken 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -86,6 +87,13 @@ def dense_backend(backend: str, device: torch.device) -> str:
     if backend == "triton" and load_triton_kernels() is None:
         raise RuntimeError("backend='triton' needs the triton package")
     return backend
+
+
+def _no_autocast(device: torch.device):
+    """Autocast off on ``device`` (the constant is float32 by definition); nothing to do where none exists."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _chunk_bytes(chunk_bytes: int | None, device: torch.device) -> int:
@@ -193,7 +201,7 @@ def dense_san_constant(
     indices and :func:`peak_partials`' backend and chunk_bytes. Returns a 0-dim float32 tensor on the
     weight's device, computed in float32 even under autocast.
     """
-    with torch.autocast(weight.device.type, enabled=False), torch.no_grad():
+    with _no_autocast(weight.device), torch.no_grad():
         basis = dense_basis(weight, input_size, stride, dilation, strided)
         w, alias = weight.detach().float(), basis.shape[2]
         power = peak_partials(w, basis, rows, cols, backend=backend, chunk_bytes=chunk_bytes).amax()
@@ -244,7 +252,7 @@ def dense_refresh_(
     The cadence (``update_every``) is the caller's: ``SparsityAwareNorm.refresh`` counts on the host.
     ``basis``: :func:`dense_basis` of this layer when the caller keeps it (default: looked up here).
     """
-    with torch.autocast(weight.device.type, enabled=False):
+    with _no_autocast(weight.device):
         if basis is None:
             basis = dense_basis(weight, input_size, stride, dilation, strided)
         w, alias = weight.detach().float(), basis.shape[2]
