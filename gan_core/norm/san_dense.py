@@ -34,7 +34,6 @@ float32 multiply-adds, never TF32. ``max_a mean`` of the strided value is taken 
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
 
@@ -65,14 +64,18 @@ DENSE_BACKENDS = ("auto", "torch", "triton")
 DEVICE_CHUNK_BYTES = 64 << 20  # spectrum buffer of the torch path on accelerators (CPU: DEFAULT_CHUNK_BYTES)
 
 
-@functools.cache
+_TRITON_KERNELS: list = []  # [module or None] once looked up (a plain global: compiled code reads it as is)
+
+
 def load_triton_kernels():
     """The ``san_triton`` module, or None where triton cannot be imported (imported on first use only)."""
-    try:
-        from . import san_triton
-    except ImportError:
-        return None
-    return san_triton
+    if not _TRITON_KERNELS:
+        try:
+            from . import san_triton
+        except ImportError:
+            san_triton = None
+        _TRITON_KERNELS.append(san_triton)
+    return _TRITON_KERNELS[0]
 
 
 def dense_backend(backend: str, device: torch.device) -> str:

@@ -14,17 +14,19 @@ imported), which is how the tests check them against the PyTorch path without a 
   the drawn row / column indices (no copy of the block). Same quantity as the GEMM of ``san_dense``; the
   sums run in another order, so the two agree to float32 rounding (~1e-7 relative), not bit for bit.
 * :func:`triton_finalize_`: one program reduces the partial maxima and writes the layer's buffers:
-  ``s <- [mu s + (1 - mu)] (g sqrt(max / A) + eps)`` (the EMA only once ``initialized``), ``initialized
-  <- True``, ``draws += 1``. Correctly rounded sqrt / division and no FMA contraction, so from the same
-  maximum it writes the same bits as the PyTorch finalize.
+  ``s <- g sqrt(max / A) + eps`` the first time, ``mu s + (1 - mu) (g sqrt(max / A) + eps)`` once
+  ``initialized`` (mu > 0), then ``initialized <- True``, ``draws += 1``. Correctly rounded sqrt and
+  division and no FMA contraction, so from the same maximum it writes the same bits as the PyTorch
+  finalize.
 * :func:`triton_draw_keys`: the counter-based keys of ``san_draws.draw_keys`` in one launch (same
   integer operations in int64, same bits).
+
+Each launcher is also a ``torch.library.custom_op`` (``gan_core::san_*``, with fake implementations giving
+the static output shapes), used while torch.compile traces, so a compiled step can hold the refresh.
 
 Block sizes are fixed (no autotuning: autotuning would time kernels, i.e. synchronize, on first use).
 They are sized for the CUDA cores of a recent NVIDIA GPU and not tuned on one yet.
 """
-
-from __future__ import annotations
 
 import torch
 import triton
@@ -144,13 +146,105 @@ def _finalize_kernel(
     tl.store(draws_ptr, tl.load(draws_ptr) + 1)
 
 
-def triton_draw_keys(num_out: int, num_in: int, seed: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
-    """Same as ``san_draws.draw_keys`` (one launch): (num_out + num_in,) int64 keys on ``seed``'s device."""
+def _grid(K: int, F: int) -> tuple[int, int]:
+    return triton.cdiv(K, BLOCK_K), triton.cdiv(F, BLOCK_F)
+
+
+def _launch_draw_keys(seed: torch.Tensor, draw: torch.Tensor, num_out: int, num_in: int) -> torch.Tensor:
     total = num_out + num_in
     out = torch.empty(total, dtype=torch.int64, device=seed.device)
     block = 256
     _draw_keys_kernel[(triton.cdiv(total, block),)](seed, draw, out, num_out, total, BLOCK=block)
     return out
+
+
+def _launch_peak(
+    kernels: torch.Tensor, basis: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None, num_in: int
+) -> torch.Tensor:
+    T, _, A, F = basis.shape
+    kernels, basis = kernels.contiguous(), basis.contiguous()
+    sampled = rows is not None
+    if sampled:
+        K, num_sel_in = rows.numel() * cols.numel(), cols.numel()
+    else:
+        K, num_sel_in = kernels.shape[0], 1
+        rows = cols = kernels  # unused pointers
+    grid = _grid(K, F)
+    out = torch.empty(grid[0] * grid[1], dtype=torch.float32, device=kernels.device)
+    _peak_power_kernel[grid](
+        kernels, rows, cols, basis, out, K, num_sel_in, num_in, F,
+        T=T, A=A, SAMPLED=sampled, BLOCK_K=BLOCK_K, BLOCK_F=BLOCK_F,
+    )  # fmt: skip
+    return out
+
+
+def _launch_finalize(
+    partials: torch.Tensor,
+    s: torch.Tensor,
+    initialized: torch.Tensor,
+    draws: torch.Tensor,
+    alias: float,
+    gain: float,
+    eps: float,
+    momentum: float,
+) -> None:
+    _finalize_kernel[(1,)](
+        partials, partials.numel(), s, initialized.view(torch.uint8), draws,
+        float(alias), float(gain), float(eps), float(momentum), 1.0 - float(momentum),
+        EMA=momentum > 0, BLOCK=FINALIZE_BLOCK, enable_fp_fusion=False,
+    )  # fmt: skip
+
+
+# The same launches as custom ops, for compiled code: torch.compile (fullgraph) and inductor see opaque ops
+# with static output shapes (their fake implementations) instead of tracing the Python launchers. Eager
+# calls skip the op dispatch (tens of microseconds per call) and launch directly.
+@torch.library.custom_op("gan_core::san_draw_keys", mutates_args=())
+def draw_keys_op(seed: torch.Tensor, draw: torch.Tensor, num_out: int, num_in: int) -> torch.Tensor:
+    return _launch_draw_keys(seed, draw, num_out, num_in)
+
+
+@draw_keys_op.register_fake
+def _(seed, draw, num_out, num_in):
+    return seed.new_empty(num_out + num_in, dtype=torch.int64)
+
+
+@torch.library.custom_op("gan_core::san_peak_partials", mutates_args=())
+def peak_partials_op(
+    kernels: torch.Tensor, basis: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None, num_in: int
+) -> torch.Tensor:
+    return _launch_peak(kernels, basis, rows, cols, num_in)
+
+
+@peak_partials_op.register_fake
+def _(kernels, basis, rows, cols, num_in):
+    K = kernels.shape[0] if rows is None else rows.shape[0] * cols.shape[0]
+    gk, gf = _grid(K, basis.shape[3])
+    return kernels.new_empty(gk * gf, dtype=torch.float32)
+
+
+@torch.library.custom_op("gan_core::san_finalize_", mutates_args=("s", "initialized", "draws"))
+def finalize_op(
+    partials: torch.Tensor,
+    s: torch.Tensor,
+    initialized: torch.Tensor,
+    draws: torch.Tensor,
+    alias: float,
+    gain: float,
+    eps: float,
+    momentum: float,
+) -> None:
+    _launch_finalize(partials, s, initialized, draws, alias, gain, eps, momentum)
+
+
+@finalize_op.register_fake
+def _(partials, s, initialized, draws, alias, gain, eps, momentum):
+    return None
+
+
+def triton_draw_keys(num_out: int, num_in: int, seed: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+    """Same as ``san_draws.draw_keys`` (one launch): (num_out + num_in,) int64 keys on ``seed``'s device."""
+    launch = draw_keys_op if torch.compiler.is_compiling() else _launch_draw_keys
+    return launch(seed, draw, num_out, num_in)
 
 
 def triton_peak_partials(
@@ -163,8 +257,8 @@ def triton_peak_partials(
     """Per-tile maxima of ``sum_a |DFT|^2`` over the kernels (or the drawn block) and frequencies.
 
     Args:
-        kernels: (m*n, kh*kw) float32 contiguous, row ``i*n + j`` = kernel (i, j).
-        basis: (kh*kw, 2, A, F') float32 contiguous (``kernel_dft.peak_basis``).
+        kernels: (m*n, kh*kw) float32, row ``i*n + j`` = kernel (i, j).
+        basis: (kh*kw, 2, A, F') float32 (``kernel_dft.peak_basis``).
         rows, cols: drawn out / in channel indices (int64, on the device), or None for every kernel.
         num_in: n (in channels of the weight), used with ``rows`` / ``cols``.
 
@@ -174,22 +268,10 @@ def triton_peak_partials(
     T, _, A, F = basis.shape
     if kernels.dtype != torch.float32 or basis.dtype != torch.float32:
         raise ValueError("triton_peak_partials needs float32 kernels and basis")
-    kernels, basis = kernels.contiguous(), basis.contiguous()
-    sampled = rows is not None
-    if sampled:
-        K, num_sel_in = rows.numel() * cols.numel(), cols.numel()
-    else:
-        K, num_sel_in = kernels.shape[0], 1
-        rows = cols = kernels  # unused pointers
     if 2 * T * A * F >= 2**31:
         raise ValueError(f"DFT basis of {2 * T * A * F} values is too large for 32-bit offsets")
-    grid = (triton.cdiv(K, BLOCK_K), triton.cdiv(F, BLOCK_F))
-    out = torch.empty(grid[0] * grid[1], dtype=torch.float32, device=kernels.device)
-    _peak_power_kernel[grid](
-        kernels, rows, cols, basis, out, K, num_sel_in, num_in, F,
-        T=T, A=A, SAMPLED=sampled, BLOCK_K=BLOCK_K, BLOCK_F=BLOCK_F,
-    )  # fmt: skip
-    return out
+    launch = peak_partials_op if torch.compiler.is_compiling() else _launch_peak
+    return launch(kernels, basis, rows, cols, num_in)
 
 
 def triton_finalize_(
@@ -204,8 +286,5 @@ def triton_finalize_(
     momentum: float,
 ) -> None:
     """In place, one launch: ``s``, ``initialized``, ``draws`` from the partial maxima (module docstring)."""
-    _finalize_kernel[(1,)](
-        partials, partials.numel(), s, initialized.view(torch.uint8), draws,
-        float(alias), float(gain), float(eps), float(momentum), 1.0 - float(momentum),
-        EMA=momentum > 0, BLOCK=FINALIZE_BLOCK, enable_fp_fusion=False,
-    )  # fmt: skip
+    launch = finalize_op if torch.compiler.is_compiling() else _launch_finalize
+    launch(partials, s, initialized, draws, float(alias), float(gain), float(eps), float(momentum))
