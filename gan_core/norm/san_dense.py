@@ -176,7 +176,7 @@ def dense_basis(
     A > 1 (the aliased planes) only for ``strided="exact"`` with a stride dividing the grid. Raises
     ValueError for a grid smaller than the dilated kernel. Built on the host and copied to the device on
     first use of a (kernel, grid) pair: warm a refresh up once before capturing or compiling it (a SAN
-    layer keeps its basis as a buffer, which compiled code reads as an input instead of rebuilding it).
+    layer keeps its basis, which compiled code then reads as a tensor instead of tracing its construction).
     """
     check_conv_weight(weight)
     dh, dw = pair(dilation)

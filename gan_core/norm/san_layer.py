@@ -129,9 +129,10 @@ class SparsityAwareNorm(nn.Module):
         self.register_buffer("seed", torch.tensor(int(seed), dtype=torch.int64))
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
         self.register_buffer("refreshes", torch.zeros((), dtype=torch.int64))
-        # the dense path's DFT basis of this layer's grid (not state: rebuilt from the grid when missing);
-        # a buffer so that it follows .to(device) and compiled refreshes read it instead of rebuilding it
-        self.register_buffer("basis", torch.zeros(0), persistent=False)
+        # the dense path's DFT basis of this layer's grid: a cache, not state (rebuilt from the grid when the
+        # grid or the device changes), and not a buffer (DDP with broadcast_buffers=True would send it at
+        # every forward); compiled refreshes read it as a tensor instead of tracing its construction
+        self._basis: torch.Tensor | None = None
         self._basis_key: tuple | None = None
         # Python mirrors of small buffers read on every forward or refresh (no device sync). The seed and
         # the draw counter are read from their buffers at each draw instead (on the device by the dense
@@ -240,14 +241,15 @@ class SparsityAwareNorm(nn.Module):
         self._compute(weight)
 
     def dense_basis(self, weight: torch.Tensor) -> torch.Tensor:
-        """The ``basis`` buffer for the recorded grid on ``weight``'s device, rebuilt (host side) when the
-        grid, the device or its dtype changed; otherwise read as is (no work, nothing traced)."""
+        """The dense path's DFT basis for the recorded grid on ``weight``'s device (``san_dense.dense_basis``),
+        looked up (host side, once) when the grid, the weight's shape or its device changed; otherwise
+        returned as is: no work, and nothing for torch.compile to trace."""
         key = (self._size, weight.shape, weight.device)
-        if key != self._basis_key or self.basis.device != weight.device or self.basis.dtype != torch.float32:
+        if key != self._basis_key or self._basis is None:
             self._check_strided_grid(*check_input_grid(weight, self._size, self.dilation))
-            self.basis = dense_basis(weight, self._size, self.stride, self.dilation, self.strided)
+            self._basis = dense_basis(weight, self._size, self.stride, self.dilation, self.strided)
             self._basis_key = key
-        return self.basis
+        return self._basis
 
     @torch.no_grad()
     def _compute(self, weight: torch.Tensor) -> None:

@@ -244,13 +244,13 @@ def test_training_sequence_gives_the_same_constants_with_both_algorithms():
 
     def run(algorithm: str) -> list[list[float]]:
         torch.manual_seed(0)
-        D = SRCritic("san", num_blocks=3, algorithm=algorithm).train()
+        D = SRCritic("san", num_blocks=2, width=32, algorithm=algorithm).train()
         opt = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.9))
         gen = torch.Generator().manual_seed(1)
         trace = []
         for _ in range(4):
             refresh_norm_constants(D)
-            x = torch.rand(2, 3, 32, 32, generator=gen)
+            x = torch.rand(2, 3, 16, 16, generator=gen)
             loss = torch.relu(1 - D(x)).mean() + torch.relu(1 + D(x.flip(-1))).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -262,8 +262,9 @@ def test_training_sequence_gives_the_same_constants_with_both_algorithms():
             assert float(san_of(conv).s) - 1e-8 == pytest.approx(fft_oracle(raw(conv), san_of(conv)._size), rel=2e-6)
         return trace
 
-    dense, certified = run("dense"), run("certified")
-    torch.testing.assert_close(torch.tensor(dense), torch.tensor(certified), rtol=1e-5, atol=0)
+    dense, certified = torch.tensor(run("dense")), torch.tensor(run("certified"))
+    torch.testing.assert_close(dense, certified, rtol=1e-5, atol=0)
+    assert float(((dense[-1] - dense[0]) / dense[0]).abs().max()) > 1e-3  # the weights (and constants) moved
 
 
 def test_state_dict_round_trip_resumes_identical_dense_draws():
