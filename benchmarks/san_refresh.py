@@ -42,7 +42,7 @@ def build_critic(kind: str, algorithm: str, device: torch.device) -> tuple[nn.Mo
     else:
         from translate_app.discriminator import MultiscaleDiscriminator
 
-        D = MultiscaleDiscriminator("san", ratio=0.25, gain=1.3, momentum=0.9, algorithm=algorithm)
+        D = MultiscaleDiscriminator(critic_norm="san", ratio=0.25, gain=1.3, momentum=0.9, algorithm=algorithm)
         x = torch.rand(1, 39, 256, 512)
     D = D.to(device).train()
     with torch.no_grad():
@@ -128,18 +128,23 @@ def run_checks(args, device: torch.device) -> None:
     from gan_core.norm.san_dense import dense_san_constant, draw_block
 
     D, _ = build_critic(args.critic, "dense", device)
+    pairs = san_layers(D)
     refresh_norm_constants(D)  # warm: bases built, Triton kernels compiled
     sync(device)
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        refresh_norm_constants(D)
-        print("sync debug mode 'error': dense refresh ran without any synchronizing call")
-    except RuntimeError as e:
-        print(f"SYNC FOUND in the dense refresh: {e}")
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    for what, fn in [
+        ("SAN layers' dense recompute", lambda: recompute_all(pairs)),
+        ("refresh_norm_constants", lambda: refresh_norm_constants(D)),
+    ]:
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            fn()
+            print(f"sync debug mode 'error': {what} ran without any synchronizing call")
+        except RuntimeError as e:
+            print(f"SYNC FOUND in {what}: {e}")
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
     twin = copy.deepcopy(D)
-    pairs, twin_pairs = san_layers(D), san_layers(twin)
+    twin_pairs = san_layers(twin)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graphs recommends
@@ -158,6 +163,14 @@ def run_checks(args, device: torch.device) -> None:
         same &= norm_constants(D) == norm_constants(twin)
         same &= all(torch.equal(a.draws, b.draws) for (_, a), (_, b) in zip(pairs, twin_pairs, strict=True))
     print(f"CUDA graph of the dense refresh: 3 replays {'==' if same else '!='} 3 eager refreshes (s and draws)")
+    replays = []
+    for _ in range(20):
+        sync(device)
+        t0 = time.perf_counter()
+        graph.replay()
+        sync(device)
+        replays.append(time.perf_counter() - t0)
+    print(f"one replay of the captured SAN refresh: {1e3 * statistics.median(replays):.3f} ms (median of 20)")
     refresh_norm_constants(D)
     sync(device)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
