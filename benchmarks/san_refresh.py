@@ -116,11 +116,14 @@ def time_refreshes(args, device: torch.device) -> None:
     for name, m in med.items():
         lo, hi = 1e3 * min(times[name]), 1e3 * max(times[name])
         print(f"{name:<16}{1e3 * m:>9.2f}{m / med['certified']:>13.3f}   {lo:.2f}-{hi:.2f}")
+    if any(norm.ratio < 1 for norm in san_norms(base)):
+        print("r < 1: the dense path draws other blocks than the certified one (san_draws); constants not compared")
+        return
     consts = {name: norm_constants(D) for name, (D, _) in nets.items()}
-    first = next(iter(consts.values()))
-    for name, c in consts.items():  # same weights only at r = 1 (Adam steps differ in the last bits after)
+    first = consts["certified"]
+    for name, c in consts.items():  # each copy trained on its own: float32 differences grow through Adam steps
         worst = max(abs(c[k] - first[k]) / first[k] for k in c)
-        print(f"max relative difference of the constants, {name} vs certified: {worst:.2e}")
+        print(f"max relative difference of the constants after the run, {name} vs certified: {worst:.2e}")
 
 
 def run_checks(args, device: torch.device) -> None:
