@@ -20,7 +20,8 @@ Backends (:func:`dense_backend`):
   sorts of ``san_draws.device_block``.
 * ``"torch"`` (CPU, other devices, no triton): the same quantity in plain PyTorch, chunked over kernels
   so the (chunk, 2F) spectrum buffer stays under ``chunk_bytes`` (4 MiB on CPU, cache-sized; 64 MiB
-  elsewhere, few launches).
+  elsewhere, few launches), plus half of that for the magnitudes. Also the fallback for a GPU that
+  Triton cannot target: set ``SparsityAwareNorm.dense_backend = "torch"``.
 
 How each path stays exact: both evaluate the paper's quantity literally (no bound, no pruning, no
 approximation of the DFT) in IEEE float32 with the same float64-built basis as the certified path; the
