@@ -63,6 +63,19 @@ def san_layers(D: nn.Module) -> list[tuple[nn.Module, SparsityAwareNorm]]:
     return pairs
 
 
+def dense_work(D: nn.Module) -> float:
+    """Multiply-adds of one dense refresh (Re and Im of every sampled kernel at every one-sided frequency)."""
+    from gan_core.norm.san_draws import block_shape
+
+    total = 0
+    for layer, norm in san_layers(D):
+        m, n, kh, kw = layer.parametrizations.weight.original.shape
+        k_out, k_in = block_shape(m, n, norm.ratio)
+        H, W = norm._size
+        total += k_out * k_in * kh * kw * H * (W // 2 + 1) * 2
+    return float(total)
+
+
 def recompute_all(pairs) -> None:
     for layer, norm in pairs:
         norm.recompute(layer.parametrizations.weight.original)
@@ -110,12 +123,14 @@ def time_refreshes(args, device: torch.device) -> None:
             if rnd >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    layers = len(san_norms(base))
+    layers, gfma = len(san_norms(base)), dense_work(base) / 1e9
     print(f"\n== one SAN refresh of the {args.critic} critic ({layers} SAN convs), median of {args.repeats} ==")
+    print(f"dense transform: {gfma:.2f} G multiply-adds per refresh (stride-1 bound; x2 flops)")
     print(f"{'variant':<16}{'ms':>9}{'x certified':>13}   spread (min-max ms)")
     for name, m in med.items():
         lo, hi = 1e3 * min(times[name]), 1e3 * max(times[name])
-        print(f"{name:<16}{1e3 * m:>9.2f}{m / med['certified']:>13.3f}   {lo:.2f}-{hi:.2f}")
+        rate = f"   {2 * gfma / m / 1e3:.2f} TFLOP/s" if name.startswith("dense") else ""
+        print(f"{name:<16}{1e3 * m:>9.2f}{m / med['certified']:>13.3f}   {lo:.2f}-{hi:.2f}{rate}")
     if any(norm.ratio < 1 for norm in san_norms(base)):
         print("r < 1: the dense path draws other blocks than the certified one (san_draws); constants not compared")
         return
