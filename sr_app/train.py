@@ -12,7 +12,9 @@ G does not change between the critic step and the generator step, so the output 
    frozen, Adam step, EMA update.
 
 Runs on CPU or CUDA, bf16 autocast where the hardware is fast at it (SAN's FFT stays float32),
-channels_last, under torchrun with DDP. Checkpoints hold every state needed for an exact resume.
+channels_last, under torchrun with DDP. Checkpoints hold every state needed for an exact resume. With
+``train.compile`` G, the critic's body and head and VGG-19 are compiled in place (``compile_networks``;
+what stays eager and why: ``gan_core.compilation``).
 
 Shape (nanoGPT / edm): ``train`` checks the files the run needs and sets up the process; ``_train`` builds
 (``build_data``, ``build_networks``), restores (``restore``) and runs the loop, which reads top to bottom

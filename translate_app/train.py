@@ -12,7 +12,8 @@ Per iteration (SPADE's order, ALGORITHMS.md d.5):
 
 TTUR (G 1e-4, D 4e-4), constant for ``niter`` epochs then linear decay to 0 over ``niter_decay`` (per
 step). CPU or CUDA, bf16 autocast where fast (SAN's FFT stays float32), channels_last, DDP under torchrun
-with SyncBatchNorm in the generator (CUDA), exact resume, periodic FID on a validation subset.
+with SyncBatchNorm in the generator (CUDA), exact resume, periodic FID on a validation subset;
+``train.compile`` compiles G, D and VGG-19 in place (``compile_networks``, ``gan_core.compilation``).
 
 The same shape as sr-train (``sr_app.train``): build, restore, then one loop with explicit state; SIGINT /
 SIGTERM stop every rank after the same step with a checkpoint.
