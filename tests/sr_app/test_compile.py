@@ -27,11 +27,11 @@ TINY = Path(__file__).resolve().parents[2] / "configs" / "sr_tiny.yaml"
 
 
 @pytest.fixture
-def fresh_dynamo(monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)  # never fall back silently
+def fresh_dynamo():
     torch._dynamo.reset()
     counters.clear()
-    yield
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):  # never fall back to eager silently
+        yield
     torch._dynamo.reset()
 
 
