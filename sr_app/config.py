@@ -105,6 +105,7 @@ class TrainConfig:
     channels_last: bool = True
     ema_decay: float = 0.999
     max_nonfinite: int = 10  # consecutive non-finite losses before stopping with a checkpoint
+    compile: bool = False  # torch.compile G, the critic body and VGG (CUDA: + CUDA graphs); gan_core.compilation
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "train.steps", "must be >= 1")
@@ -112,6 +113,7 @@ class TrainConfig:
         require(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         require(self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1")
         require_device(self.device, "train.device")
+        require(isinstance(self.compile, bool), "train.compile", f"must be true or false, got {self.compile!r}")
 
 
 @dataclass

@@ -12,7 +12,9 @@ G does not change between the critic step and the generator step, so the output 
    frozen, Adam step, EMA update.
 
 Runs on CPU or CUDA, bf16 autocast where the hardware is fast at it (SAN's FFT stays float32),
-channels_last, under torchrun with DDP. Checkpoints hold every state needed for an exact resume.
+channels_last, under torchrun with DDP. Checkpoints hold every state needed for an exact resume. With
+``train.compile`` G, the critic's body and head and VGG-19 are compiled in place (``compile_networks``;
+what stays eager and why: ``gan_core.compilation``).
 
 Shape (nanoGPT / edm): ``train`` checks the files the run needs and sets up the process; ``_train`` builds
 (``build_data``, ``build_networks``), restores (``restore``) and runs the loop, which reads top to bottom
@@ -29,11 +31,11 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from gan_core import distributed as gdist
 from gan_core.checkpoint import CheckpointManager, load_checkpoint, resume_state
+from gan_core.compilation import compile_in_place, initialize_first_use_state
 from gan_core.config import save_yaml, to_dict
 from gan_core.ema import ema_model
 from gan_core.losses import VGG19Features, all_finite, d_hinge_loss, g_hinge_loss, pixel_loss
@@ -75,7 +77,7 @@ __all__ = [
 
 CKPT_FORMAT = "san-gan/sr-train/1"
 # keys that may change when resuming; everything else must match the checkpoint's config
-RESUME_MUTABLE = ("train.steps", "train.device", "data.num_workers", "data.val_dirs", "log.")
+RESUME_MUTABLE = ("train.steps", "train.device", "train.compile", "data.num_workers", "data.val_dirs", "log.")
 
 
 @dataclasses.dataclass
@@ -102,7 +104,7 @@ def pretrain_step(G, lr, hr, opt_g, kind: str, rt: Runtime) -> dict:
 def d_step(D, real, fake, opt_d, rt: Runtime) -> dict:
     """Hinge loss on real and (detached) fake HR images, backward; the caller steps the optimizer."""
     D.requires_grad_(True)
-    with rt.autocast(), parametrize.cached():  # each normalized weight computed once for both calls
+    with rt.autocast(), rt.cached_weights():  # eager: each normalized weight computed once for both calls
         real_logits = D(real)
         fake_logits = D(fake.detach())
     loss = d_hinge_loss(real_logits, fake_logits)
@@ -128,7 +130,7 @@ def g_step(D, fake, hr, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
             out["vgg"] = vgg.loss(fake, hr)
             total = total + loss_cfg.vgg_loss_weight * out["vgg"]
         if loss_cfg.adv_weight > 0:
-            with parametrize.cached():
+            with rt.cached_weights():
                 out["g_adv"] = g_hinge_loss(D(fake))
             total = total + loss_cfg.adv_weight * out["g_adv"]
     opt_g.zero_grad(set_to_none=True)
@@ -322,6 +324,18 @@ def build_networks(cfg: SRTrainConfig, rt: Runtime, log: logging.Logger, fresh: 
     return nets
 
 
+def compile_networks(cfg: SRTrainConfig, nets: Networks, rt: Runtime) -> str:
+    """``train.compile``: G, the critic's ``features`` and ``head`` (its random crop stays eager) and VGG-19,
+    compiled in place (``gan_core.compilation``), after the critic's first-use norm state was created on an
+    HR-patch-shaped batch. Returns the log line."""
+    G, D = gdist.unwrap(nets.G), gdist.unwrap(nets.D) if nets.D is not None else None
+    if D is not None:
+        hr = cfg.data.lr_patch * cfg.data.scale
+        initialize_first_use_state(D, rt.to_device(torch.zeros(1, 3, hr, hr)), rt)
+    return compile_in_place({"G": G, "D.features": D.features if D is not None else None,
+                             "D.head": D.head if D is not None else None, "VGG-19": nets.vgg}, rt.device)  # fmt: skip
+
+
 def wrap_for_ddp(nets: Networks, rt: Runtime) -> None:
     """Under torchrun: G and D in DistributedDataParallel (the critic's buffers stay per rank)."""
     if rt.info.enabled:
@@ -435,7 +449,7 @@ def train(
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
     ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, cfg, RESUME_MUTABLE)
     check_run_files(*required_files(cfg, fresh=state is None))
-    rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
+    rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last, cfg.train.compile)
     if rt.info.world_size > 1 and cfg.train.batch_size % rt.info.world_size:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {rt.info.world_size} ranks")
     start = int(state["step"]) if state else 0
@@ -465,6 +479,8 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
         log.info("resumed from %s at step %d", ckpt_path, start)
     wrap_for_ddp(nets, rt)
     log.info(describe_run(cfg, rt, data, start))
+    if rt.compiled:
+        log.info("compiled: %s", compile_networks(cfg, nets, rt))
 
     end = cfg.train.steps if stop_after is None else min(cfg.train.steps, start + stop_after)
     logger.start_loop(start, cfg.train.steps)
@@ -474,6 +490,7 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
     with LoaderBatches(data.loader) as batches:  # its worker processes end with the loop
         while run.step < end:
             batch = next(batches)
+            rt.begin_step()
             lr, hr = rt.to_device(batch["lr"]), rt.to_device(batch["hr"])
 
             # Update: the pixel loss (pretrain), or the critic then the generator on one G(lr) (gan). Every rank

@@ -92,12 +92,14 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     max_nonfinite: int = 10
+    compile: bool = False  # torch.compile G, the critic body and VGG (CUDA: + CUDA graphs); gan_core.compilation
 
     def __post_init__(self) -> None:
         require(self.steps >= 0, "train.steps", "must be >= 0")
         require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         require(self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1")
         require_device(self.device, "train.device")
+        require(isinstance(self.compile, bool), "train.compile", f"must be true or false, got {self.compile!r}")
 
 
 @dataclass

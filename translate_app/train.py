@@ -12,7 +12,8 @@ Per iteration (SPADE's order, ALGORITHMS.md d.5):
 
 TTUR (G 1e-4, D 4e-4), constant for ``niter`` epochs then linear decay to 0 over ``niter_decay`` (per
 step). CPU or CUDA, bf16 autocast where fast (SAN's FFT stays float32), channels_last, DDP under torchrun
-with SyncBatchNorm in the generator (CUDA), exact resume, periodic FID on a validation subset.
+with SyncBatchNorm in the generator (CUDA), exact resume, periodic FID on a validation subset;
+``train.compile`` compiles G, D and VGG-19 in place (``compile_networks``, ``gan_core.compilation``).
 
 The same shape as sr-train (``sr_app.train``): build, restore, then one loop with explicit state; SIGINT /
 SIGTERM stop every rank after the same step with a checkpoint.
@@ -28,11 +29,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from gan_core import distributed as gdist
 from gan_core.checkpoint import CheckpointManager, resume_state
+from gan_core.compilation import compile_in_place, eager_calls, initialize_first_use_state
 from gan_core.config import save_yaml, to_dict
 from gan_core.losses import VGG19Features, all_finite, d_hinge_loss, feature_matching_loss, g_hinge_loss
 from gan_core.norm import norm_constants, refresh_norm_constants
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 CKPT_FORMAT = "san-gan/translate-train/1"
-RESUME_MUTABLE = ("train.steps", "train.device", "data.num_workers", "log.")
+RESUME_MUTABLE = ("train.steps", "train.device", "train.compile", "data.num_workers", "log.")
 VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
@@ -117,7 +118,7 @@ def g_step(G, D, seg, real, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
     D.requires_grad_(False)
     with rt.autocast():
         fake = G(seg)
-        with parametrize.cached():
+        with rt.cached_weights():
             preds = D(torch.cat([torch.cat([seg, fake], 1), torch.cat([seg, real], 1)], 0))
     p_fake, p_real = _split(preds, seg.shape[0])
     num_d = len(p_fake)
@@ -142,7 +143,7 @@ def d_step(G, D, seg, real, opt_d, rt: Runtime) -> dict:
     """Critic hinge loss on real and regenerated fake images, backward; the caller steps the optimizer."""
     with torch.no_grad(), rt.autocast():
         fake = G(seg)
-    with rt.autocast(), parametrize.cached():
+    with rt.autocast(), rt.cached_weights():
         preds = D(torch.cat([torch.cat([seg, fake], 1), torch.cat([seg, real], 1)], 0))
     p_fake, p_real = _split(preds, seg.shape[0])
     loss = sum(d_hinge_loss(r[-1], f[-1]) for f, r in zip(p_fake, p_real, strict=True)) / len(p_fake)
@@ -162,14 +163,16 @@ def lr_factor(step: int, total: int, niter: int, niter_decay: int) -> float:
 
 @torch.no_grad()
 def generate(G, items: list[dict], rt: Runtime) -> list[torch.Tensor]:
-    """G in eval mode on each item's label -> (3, H, W) images in [0, 1] on the CPU."""
+    """G in eval mode on each item's label -> (3, H, W) images in [0, 1] on the CPU (eager code also when G
+    is compiled: one image at a time in eval mode is not what its compiled graphs are for)."""
     was = G.training
     G.eval()
     out = []
-    for it in items:
-        with rt.autocast():
-            img = G(rt.to_device(it["label"][None])).float()
-        out.append(((img[0].cpu() + 1) / 2).clamp(0, 1))
+    with eager_calls():
+        for it in items:
+            with rt.autocast():
+                img = G(rt.to_device(it["label"][None])).float()
+            out.append(((img[0].cpu() + 1) / 2).clamp(0, 1))
     G.train(was)
     return out
 
@@ -271,6 +274,16 @@ def build_networks(cfg: SpadeTrainConfig, rt: Runtime, total: int) -> Networks:
     factor = functools.partial(lr_factor, total=total, niter=cfg.optim.niter, niter_decay=cfg.optim.niter_decay)
     LambdaLR = torch.optim.lr_scheduler.LambdaLR
     return Networks(G, D, opt_g, opt_d, LambdaLR(opt_g, factor), LambdaLR(opt_d, factor), vgg)
+
+
+def compile_networks(cfg: SpadeTrainConfig, nets: Networks, rt: Runtime) -> str:
+    """``train.compile``: G, the multiscale critic and VGG-19 compiled in place (``gan_core.compilation``),
+    after the critic's first-use norm state was created on a batch of the training shape. Returns the log
+    line."""
+    D = gdist.unwrap(nets.D)
+    h, w = cfg.data.size
+    initialize_first_use_state(D, rt.to_device(torch.zeros(1, SEMANTIC_NC + 3, h, w)), rt)
+    return compile_in_place({"G": gdist.unwrap(nets.G), "D": D, "VGG-19": nets.vgg}, rt.device)
 
 
 def wrap_for_ddp(nets: Networks, rt: Runtime, log: logging.Logger) -> None:
@@ -400,7 +413,7 @@ def train(
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
     ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, cfg, RESUME_MUTABLE)
     check_run_files(*required_files(cfg))
-    rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
+    rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last, cfg.train.compile)
     if cfg.train.batch_size % rt.info.world_size:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {rt.info.world_size} ranks")
     start = int(state["step"]) if state else 0
@@ -431,6 +444,8 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
         log.info("resumed from %s at step %d", ckpt_path, start)
     wrap_for_ddp(nets, rt, log)
     log.info(describe_run(cfg, rt, data, nets, start))
+    if rt.compiled:
+        log.info("compiled: %s", compile_networks(cfg, nets, rt))
 
     end = data.total if stop_after is None else min(data.total, start + stop_after)
     logger.start_loop(start, data.total)
@@ -438,6 +453,7 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
     with LoaderBatches(data.loader) as batches:  # its worker processes end with the loop
         while run.step < end:
             batch = next(batches)
+            rt.begin_step()
             seg, real = rt.to_device(batch["label"]), rt.to_device(batch["image"])
 
             # Update: the generator, then the critic on images of the updated generator (SPADE's order). Every
