@@ -114,7 +114,7 @@ def test_cli_never_replaces_or_loses_files(tmp_path, tiny_model, capsys):
     Image.fromarray(smooth_image(16, 16, 2)).save(src / "a.jpg")  # same stem: same output name with --ext png
     args = ["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(tiny_model), "--no-niqe", "--ext", "png"]
     assert infer_main(args) == 1
-    assert "was already written for" in capsys.readouterr().err
+    assert "is also the output of" in capsys.readouterr().err
     before = (tmp_path / "o" / "a_out.png").read_bytes()
     one = [args[0], str(src / "a.png"), *args[2:]]
     assert infer_main(one) == 1  # exists: refused
