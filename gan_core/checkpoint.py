@@ -150,15 +150,19 @@ class CheckpointManager:
 
 
 def resume_state(
-    ckpts: CheckpointManager, resume: str | None, fmt: str, config: dict, mutable: tuple[str, ...] = ()
+    ckpts: CheckpointManager, resume: str | None, fmt: str, config, mutable: tuple[str, ...] = ()
 ) -> tuple[Path | None, dict | None]:
     """The checkpoint a training run starts from, checked: (path, contents), or (None, None) for a fresh run.
 
     ``resume``: None (fresh; refuses a folder that already has step checkpoints), ``"auto"`` (the newest
     valid one, or fresh when there is none) or a path. The checkpoint must have format ``fmt`` and a
     config equal to ``config`` except for the ``mutable`` keys; otherwise ValueError lists the differences.
+    ``config``: the run's config dataclass (the checkpoint's config, saved perhaps under older key names, is
+    migrated to today's with ``migrate_config``, and returned so) or its plain dict (compared as saved).
     """
-    from .config import config_differences
+    import dataclasses
+
+    from .config import config_differences, migrate_config, to_dict
 
     if resume is None and any(ckpts.folder.glob("step_*.pt")):
         raise FileExistsError(
@@ -170,6 +174,9 @@ def resume_state(
     state = load_checkpoint(path)
     if state.get("format") != fmt:
         raise ValueError(f"{path} is not a {fmt} checkpoint (format {state.get('format')!r})")
+    if dataclasses.is_dataclass(config):
+        state["config"] = migrate_config(type(config), state["config"])
+        config = to_dict(config)
     diffs = config_differences(config, state["config"], mutable)
     if diffs:
         raise ValueError("config differs from the checkpoint's:\n  " + "\n  ".join(diffs))

@@ -18,6 +18,8 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="sr-train",
         description="Train SAN-SRGAN (stage pretrain: pixel loss; stage gan: L1 + VGG19 + hinge with a SAN critic). "
         "Single process, or DDP under `torchrun --nproc_per_node K sr-train ...`.",
+        epilog="Ctrl-C or SIGTERM: the step in progress finishes, a checkpoint is written and the run exits 130 "
+        "(SIGINT) or 143 (SIGTERM); continue with --resume auto. A second signal stops at once.",
     )
     p.add_argument("--config", "-c", type=Path, help="YAML preset (configs/sr_paper.yaml, sr_pretrain.yaml, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -30,7 +32,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH|auto", help="checkpoint to resume from, or 'auto' for the newest in --out")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (train.device)")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop with a checkpoint after N steps of this run")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the data summary, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and the data summary, check the weight files and checkpoint "
+                   "the run needs, then exit (2 if any is missing)")  # fmt: skip
     return p
 
 
@@ -68,23 +72,37 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"sr-train: folder not found: {missing[0]}", file=sys.stderr)
         return 2
     if args.dry_run:
-        return _dry_run(cfg, run_dir)
+        return _dry_run(cfg, run_dir, args.resume)
+    from gan_core.stopping import TrainingStopped
+
     from .train import TrainingDiverged, train
 
     try:
         train(cfg, run_dir, resume=args.resume, stop_after=args.stop_after)
+    except FileNotFoundError as e:  # files the run needs (all listed), a --resume path: before any work
+        print(f"sr-train: {e}", file=sys.stderr)
+        return 2
     except (TrainingDiverged, FileExistsError, ValueError, RuntimeError) as e:
         print(f"sr-train: {e}", file=sys.stderr)
         return 1
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the run logged where it stopped and its checkpoint
+        if e.step is None:
+            print(f"sr-train: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     return 0
 
 
-def _dry_run(cfg: SRTrainConfig, run_dir: Path) -> int:
+def _dry_run(cfg: SRTrainConfig, run_dir: Path, resume: str | None = None) -> int:
     import yaml
 
+    from gan_core.checkpoint import find_latest_checkpoint
+    from gan_core.training import check_run_files
+    from gan_core.weights import WeightsError
+
     from .data import SRTrainDataset, SRValDataset
+    from .train import required_files
 
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     print(f"# run directory: {run_dir}")
@@ -96,6 +114,13 @@ def _dry_run(cfg: SRTrainConfig, run_dir: Path) -> int:
         for d in cfg.data.val_dirs:
             print(f"# validation {d}: {len(SRValDataset(d, cfg.data.scale, cfg.data.val_max_size))} images")
     except ValueError as e:
+        print(f"sr-train: {e}", file=sys.stderr)
+        return 2
+    fresh = resume is None or (resume == "auto" and find_latest_checkpoint(run_dir / "ckpt") is None)
+    try:
+        for line in check_run_files(*required_files(cfg, fresh=fresh), dry_run=True):
+            print(f"# needs {line}")
+    except WeightsError as e:
         print(f"sr-train: {e}", file=sys.stderr)
         return 2
     return 0

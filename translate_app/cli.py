@@ -21,6 +21,8 @@ def train_main(argv: list[str] | None = None) -> int:
         prog="translate-train",
         description="Train SAN-SPADE (or SPADE) on Cityscapes label maps. Single process, or DDP under "
         "`torchrun --nproc_per_node K translate-train ...`.",
+        epilog="Ctrl-C or SIGTERM: the step in progress finishes, a checkpoint is written and the run exits 130 "
+        "(SIGINT) or 143 (SIGTERM); continue with --resume auto. A second signal stops at once.",
     )
     p.add_argument("--config", "-c", type=Path, help="YAML preset (configs/san_spade_paper.yaml, spade_paper.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -31,7 +33,9 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", metavar="PATH|auto")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop with a checkpoint after N steps of this run")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and data summary, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and data summary, check the weight files the run needs, then "
+                   "exit (2 if any is missing)")  # fmt: skip
     args = p.parse_args(argv)
     overrides = list(args.overrides)
     for flag, key in (("data_root", "data.root"), ("steps", "train.steps"), ("batch_size", "train.batch_size"),
@@ -50,7 +54,11 @@ def train_main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         import yaml
 
+        from gan_core.training import check_run_files
+        from gan_core.weights import WeightsError
+
         from .data import CityscapesDataset
+        from .train import required_files
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         try:
@@ -59,14 +67,29 @@ def train_main(argv: list[str] | None = None) -> int:
             print(f"translate-train: {e}", file=sys.stderr)
             return 2
         print(f"# run directory: {run_dir}\n# training frames: {len(ds)}")
+        try:
+            for line in check_run_files(*required_files(cfg), dry_run=True):
+                print(f"# needs {line}")
+        except WeightsError as e:
+            print(f"translate-train: {e}", file=sys.stderr)
+            return 2
         return 0
+    from gan_core.stopping import TrainingStopped
+
     from .train import TrainingDiverged, train
 
     try:
         train(cfg, run_dir, resume=args.resume, stop_after=args.stop_after)
+    except FileNotFoundError as e:  # files the run needs (all listed), a --resume path: before any work
+        print(f"translate-train: {e}", file=sys.stderr)
+        return 2
     except (TrainingDiverged, FileExistsError, ValueError, RuntimeError) as e:
         print(f"translate-train: {e}", file=sys.stderr)
         return 1
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the run logged where it stopped and its checkpoint
+        if e.step is None:
+            print(f"translate-train: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import glob
 import os
-import pickle
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -74,25 +73,18 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"):
     build the generator, non-finite weights. Nothing in the file is executed (``weights_only`` load).
     """
     from gan_core.checkpoint import load_checkpoint
-    from gan_core.config import ConfigError, from_dict
+    from gan_core.config import ConfigError, from_dict, migrate_config
 
     from .train import CKPT_FORMAT, build_generator
 
     path = Path(path)
-    try:
-        ck = load_checkpoint(path)
-    except pickle.UnpicklingError:
-        raise ValueError(
-            f"{path} is not a safe checkpoint: it holds objects other than tensors and plain data"
-        ) from None
-    except RuntimeError as e:  # a zip archive that is not a torch file
-        raise ValueError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
+    ck = load_checkpoint(path)  # FileNotFoundError / ValueError (corrupt, unsafe) in one line
     fmt = ck.get("format")
     if fmt != CKPT_FORMAT or not isinstance(ck.get("G"), dict):
         what = f"its format is {fmt!r}" if fmt else "it has no format record"
         raise ValueError(f"{path} is not a translate-train checkpoint ({what})")
     try:
-        cfg = from_dict(SpadeTrainConfig, ck["config"])
+        cfg = from_dict(SpadeTrainConfig, migrate_config(SpadeTrainConfig, ck["config"]))  # older key names too
     except (ConfigError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: its training config cannot be used: {_first_line(e)}") from None
     G = build_generator(cfg)

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["circular_pad2d", "is_circular", "set_conv_padding"]
+from .options import check_padding
 
-PADDING_MODES = ("zeros", "circular")
+__all__ = ["circular_pad2d", "is_circular", "set_conv_padding"]
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -142,8 +142,7 @@ def set_conv_padding(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
 
     Must be called before any parametrization is registered on the conv (``apply_critic_norm`` does).
     """
-    if mode not in PADDING_MODES:
-        raise ValueError(f"padding must be one of {PADDING_MODES}, got {mode!r}")
+    check_padding(mode)
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"set_conv_padding expects an nn.Conv2d, got {type(conv).__name__}")
     if parametrize.is_parametrized(conv):

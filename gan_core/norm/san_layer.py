@@ -22,18 +22,10 @@ import warnings
 import torch
 from torch import nn
 
-from .sparsity_aware import (
-    SAN_STRIDED_MODES,
-    _certified_max,
-    _check_grid,
-    _chunk_rows,
-    _pair,
-    _peak_config,
-    kernel_peaks,
-    legacy_san_constant,
-    sample_kernel_block,
-    san_gain,
-)
+from .certified import certified_max
+from .kernel_dft import check_input_grid, chunk_rows, pair
+from .options import SANOptions
+from .sparsity_aware import kernel_peaks, legacy_san_constant, sample_kernel_block, san_gain, uses_exact_strided
 
 __all__ = ["SparsityAwareNorm", "mix_seed"]
 
@@ -57,7 +49,7 @@ class _PeakCache:
         self.peaks: torch.Tensor | None = None  # (m*n,) float32
         self.known: torch.Tensor | None = None  # (m*n,) bool: entry computed at least once
 
-    def maximum(self, weight: torch.Tensor, key, peaks_of, chunk_rows: int, flat_idx=None) -> torch.Tensor:
+    def maximum(self, weight: torch.Tensor, key, peaks_of, rows: int, flat_idx=None) -> torch.Tensor:
         m, n, kh, kw = weight.shape
         kernels = weight.reshape(m * n, kh, kw)
         if self.key != key:
@@ -65,10 +57,10 @@ class _PeakCache:
             self.kernels = torch.zeros_like(kernels)
             self.peaks = torch.zeros(m * n, dtype=torch.float32, device=weight.device)
         if flat_idx is None:
-            value, idx, vals = _certified_max(kernels, peaks_of, self.kernels, self.peaks, chunk_rows)
+            value, idx, vals = certified_max(kernels, peaks_of, self.kernels, self.peaks, rows)
         else:
-            value, idx, vals = _certified_max(
-                kernels[flat_idx], peaks_of, self.kernels[flat_idx], self.peaks[flat_idx], chunk_rows
+            value, idx, vals = certified_max(
+                kernels[flat_idx], peaks_of, self.kernels[flat_idx], self.peaks[flat_idx], rows
             )
             idx = flat_idx[idx]
         self.kernels.index_copy_(0, idx, kernels[idx])
@@ -81,51 +73,39 @@ class SparsityAwareNorm(nn.Module):
 
     Args:
         conv: the Conv2d it will be registered on (for its kernel, stride and dilation).
-        ratio: fraction r of kernel pairs sampled per refresh (paper semantics; 1 = exact).
-        gain: compensation g (float), or ``"auto"`` for eq. 9 with this layer's m*n and sampled count.
-        update_every: recompute at every k-th refresh (critic step).
-        momentum: EMA factor mu: ``s <- mu s + (1 - mu) (g c + eps)``; the first value is ``g c + eps``.
-        legacy_fft_norm: use the official torch.fft port's quantity (ALGORITHMS.md a.6), A/B only.
-        strided: ``"bound"`` (stride-1 formula, default) or ``"exact"`` (aliased RMS, even grids).
-        eps: added to the constant.
-        seed: seed of the sampling draws. Deterministic, not taken from torch's global RNG, so that every
-            DDP rank draws the same subsets even when buffers are not broadcast (``apply_critic_norm``
-            derives one per layer from its ``seed`` option and the layer's name).
+        options: the validated :class:`~gan_core.norm.options.SANOptions` (ratio r, gain g or ``"auto"``
+            for eq. 9 with this layer's m*n and sampled count, update_every, momentum mu of the EMA
+            ``s <- mu s + (1 - mu) (g c + eps)`` whose first value is ``g c + eps``, legacy_fft_norm,
+            strided, eps). Its ``padding`` is the caller's business (``apply_critic_norm`` sets it).
+        seed: seed of this layer's sampling draws (default ``options.seed``). Deterministic, not taken
+            from torch's global RNG, so that every DDP rank draws the same subsets even when buffers are
+            not broadcast (``apply_critic_norm`` derives one per layer from ``options.seed`` and the
+            layer's name).
     """
 
-    def __init__(
-        self,
-        conv: nn.Conv2d,
-        *,
-        ratio: float = 1.0,
-        gain: float | str = 1.0,
-        update_every: int = 1,
-        momentum: float = 0.0,
-        legacy_fft_norm: bool = False,
-        strided: str = "bound",
-        eps: float = 1e-8,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, conv: nn.Conv2d, options: SANOptions | None = None, *, seed: int | None = None) -> None:
         super().__init__()
+        options = SANOptions() if options is None else options
+        if not isinstance(options, SANOptions):
+            raise TypeError(f"SparsityAwareNorm needs SANOptions, got {type(options).__name__}")
         m, n, kh, kw = conv.weight.shape
-        self.ratio = float(ratio)
-        self.stride = _pair(conv.stride)
-        self.dilation = _pair(conv.dilation)
+        self.options = options
+        self.ratio = options.ratio
+        self.stride = pair(conv.stride)
+        self.dilation = pair(conv.dilation)
         self.kernel_size = (kh, kw)
-        self.update_every = int(update_every)
-        self.momentum = float(momentum)
-        self.legacy_fft_norm = bool(legacy_fft_norm)
-        if strided not in SAN_STRIDED_MODES:
-            raise ValueError(f"strided must be one of {SAN_STRIDED_MODES}, got {strided!r}")
-        self.strided = strided
-        self.eps = float(eps)
-        if gain == "auto":
+        self.update_every = options.update_every
+        self.momentum = options.momentum
+        self.legacy_fft_norm = options.legacy_fft_norm
+        self.strided = options.strided
+        self.eps = options.eps
+        if options.gain == "auto":
             root = math.sqrt(self.ratio)
             sampled = max(1, math.floor(root * m + 0.5)) * max(1, math.floor(root * n + 0.5))
             self.gain = san_gain(min(1.0, sampled / (m * n)), m * n)
         else:
-            self.gain = float(gain)
-        self.gain_option = gain
+            self.gain = float(options.gain)
+        seed = options.seed if seed is None else seed
         self.register_buffer("s", torch.ones((), dtype=torch.float32))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("input_size", torch.zeros(2, dtype=torch.int64))
@@ -133,7 +113,7 @@ class SparsityAwareNorm(nn.Module):
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
         self.register_buffer("refreshes", torch.zeros((), dtype=torch.int64))
         # Python mirrors of small buffers read on every forward or refresh (no device sync). The seed is
-        # read from its buffer at each draw instead: DDP overwrites buffers with rank 0's at wrap time.
+        # read from its buffer at each draw instead: DDP (broadcast_buffers=True) overwrites it with rank 0's.
         self._initialized = False
         self._size: tuple[int, int] | None = None
         self._draws = 0
@@ -181,7 +161,7 @@ class SparsityAwareNorm(nn.Module):
     @torch.no_grad()
     def constant(self, weight: torch.Tensor) -> torch.Tensor:
         """||W||_{0,inf} (no gain, no EMA) of ``weight`` on the recorded grid, with this layer's draw."""
-        H, W = _check_grid(weight, self._size, self.dilation)
+        H, W = check_input_grid(weight, self._size, self.dilation)
         m, n = weight.shape[:2]
         rows = cols = None
         if self.ratio < 1.0:
@@ -192,7 +172,7 @@ class SparsityAwareNorm(nn.Module):
                 if rows is not None:
                     w = w.index_select(0, rows.to(w.device)).index_select(1, cols.to(w.device))
                 return legacy_san_constant(w, (H, W))
-            exact, _ = _peak_config(self.kernel_size, (H, W), self.stride, self.dilation, self.strided)
+            exact = uses_exact_strided((H, W), self.stride, self.strided)
             if self.strided == "exact" and self.stride != (1, 1) and not exact and not self._warned_stride:
                 warnings.warn(
                     f"SAN strided='exact' needs the {H}x{W} grid divisible by the stride {self.stride}; "
@@ -208,7 +188,7 @@ class SparsityAwareNorm(nn.Module):
                 rows, cols = rows.to(w.device), cols.to(w.device)
                 flat_idx = (rows[:, None] * n + cols[None, :]).reshape(-1)
             key = (H, W, exact, w.device, tuple(w.shape))
-            return self._cache.maximum(w, key, peaks_of, _chunk_rows((H, W)), flat_idx)
+            return self._cache.maximum(w, key, peaks_of, chunk_rows((H, W)), flat_idx)
 
     @torch.no_grad()
     def _compute(self, weight: torch.Tensor) -> None:
