@@ -161,7 +161,7 @@ def test_sr_train_warns_about_bad_validation_images_and_trains(tmp_path, hr_fold
     val = tmp_path / "val"
     bad = _val_folder_with_bad_files(val)
     repo = Path(__file__).resolve().parents[2]
-    sets = [f"data.train_dirs=[{hr_folder}]", f"data.val_dirs=[{val}]", "train.device=cpu", "loss.feature_weight=0",
+    sets = [f"data.train_dirs=[{hr_folder}]", f"data.val_dirs=[{val}]", "train.device=cpu", "loss.vgg_loss_weight=0",
             "train.steps=2", "log.eval_every=2"]  # fmt: skip
     with caplog.at_level(logging.WARNING):
         train(load_config(SRTrainConfig, repo / "configs" / "sr_tiny.yaml", sets), tmp_path / "run")

@@ -125,9 +125,9 @@ def test_cli_errors_before_any_work(tmp_path, hr_folder, capsys):
     assert "folder not found" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     code = train_main(["-c", str(TINY), "--train-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r"),
-                       "--set", "loss.feature_weight=0"])  # fmt: skip
+                       "--set", "loss.vgg_loss_weight=0"])  # fmt: skip
     assert code == 1 and "no usable training image" in capsys.readouterr().err
-    dry = ["-c", str(TINY), "--train-dir", str(hr_folder), "--steps", "7", "--set", "loss.feature_weight=0"]
+    dry = ["-c", str(TINY), "--train-dir", str(hr_folder), "--steps", "7", "--set", "loss.vgg_loss_weight=0"]
     assert train_main([*dry, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "steps: 7" in out and "# training images: 6 usable" in out
@@ -272,7 +272,7 @@ def test_torchrun_sigterm_to_one_rank_stops_both_at_the_same_step(tmp_path, hr_f
     run = tmp_path / "run"
     worker = Path(__file__).with_name("ddp_cli_worker.py")
     args = ["-c", str(TINY), "--train-dir", str(hr_folder), "--out", str(run), "--steps", "100000", "--device", "cpu",
-            "--set", "loss.feature_weight=0", "--set", "log.save_every=100000", "--set", "log.eval_every=100000",
+            "--set", "loss.vgg_loss_weight=0", "--set", "log.save_every=100000", "--set", "log.eval_every=100000",
             "--set", "log.sample_every=100000"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(CODE))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),

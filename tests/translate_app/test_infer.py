@@ -34,7 +34,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         write_frame(root, "train", "aachen", f"aachen_00000{k}_000019", k)
         write_frame(root, "val", "frankfurt", f"frankfurt_00000{k}_000019", 10 + k)
     run = tmp_path_factory.mktemp("run")
-    code = train_main(["-c", str(TINY), "--data-root", str(root), "--set", "loss.vgg_weight=0", "--steps", "1",
+    code = train_main(["-c", str(TINY), "--data-root", str(root), "--set", "loss.vgg_loss_weight=0", "--steps", "1",
                        "--batch-size", "1", "--device", "cpu", "--out", str(run)])  # fmt: skip
     assert code == 0
     return root, run / "ckpt" / "step_00000001.pt"

@@ -104,7 +104,7 @@ def test_cli_errors(tmp_path, city_root, capsys):
     assert "unknown config key model.ngff" in capsys.readouterr().err
     assert train_main(["-c", str(TINY), "--data-root", str(tmp_path / "none")]) == 2
     assert "Cityscapes root not found" in capsys.readouterr().err
-    assert train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_weight=0", "--dry-run"]) == 0
+    assert train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_loss_weight=0", "--dry-run"]) == 0
     assert "# training frames: 3" in capsys.readouterr().out
     code = train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_loss_weight=0",
                        "--set", "train.batch_size=4", "--out", str(tmp_path / "r")])  # fmt: skip
@@ -160,7 +160,7 @@ def test_missing_weights_listed_in_one_message_before_any_work(tmp_path, city_ro
         assert err.count("Put the file at one of:") == 2 and "Traceback" not in err
         assert not run.exists()
     # without the VGG term and periodic FID the run needs no pretrained file
-    assert train_main([*args, "--set", "loss.vgg_weight=0", "--set", "log.fid_every=0", "--dry-run"]) == 0
+    assert train_main([*args, "--set", "loss.vgg_loss_weight=0", "--set", "log.fid_every=0", "--dry-run"]) == 0
     assert "# needs" not in capsys.readouterr().out
 
 
@@ -169,7 +169,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues(tmp_path, city_root):
     """translate-train gets SIGTERM mid-run: a checkpoint at the step it stopped after, exit 143, one log line;
     --resume auto continues from it."""
     run = tmp_path / "run"
-    base = ["-c", str(TINY), "--data-root", str(city_root), "--out", str(run), "--set", "loss.vgg_weight=0"]
+    base = ["-c", str(TINY), "--data-root", str(city_root), "--out", str(run), "--set", "loss.vgg_loss_weight=0"]
     long = ["--steps", "100000", "--set", "log.save_every=100000", "--set", "log.sample_every=100000"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(CODE))
     proc = subprocess.Popen(
