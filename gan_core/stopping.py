@@ -1,9 +1,10 @@
-"""Stop signals for training loops: SIGINT (Ctrl-C) and SIGTERM (SLURM preemption, ``docker stop``, ``timeout``).
+"""Stop signals for long runs: SIGINT (Ctrl-C) and SIGTERM (SLURM preemption, ``docker stop``, ``timeout``).
 
-The first signal only sets a flag. The loop reads it at a step boundary, where every rank agrees to stop at
-the same step (the flag rides on the step's all-reduce), writes a checkpoint and raises
-:class:`TrainingStopped`. A second signal interrupts at once (``TrainingStopped`` with ``step=None``), without
-waiting for the step or the checkpoint.
+The first signal only sets a flag. A training loop reads it at a step boundary, where every rank agrees to
+stop at the same step (the flag rides on the step's all-reduce), writes a checkpoint and raises
+:class:`TrainingStopped`; a batch tool (sr-infer, translate-infer) reads it before each file, finishes the
+files in progress and reports what was not processed. A second signal interrupts at once
+(``TrainingStopped`` with ``step=None``, a KeyboardInterrupt), without waiting for the step or the file.
 
 A repeat of the same signal within ``repeat_window`` seconds of the first counts as the same request: SLURM
 signals every process of a job step and torchrun forwards what it got, so one rank can receive a single
@@ -26,6 +27,7 @@ from types import FrameType
 __all__ = ["STOP_SIGNALS", "LoaderBatches", "StopSignals", "TrainingStopped", "ignore_stop_signals"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_TRAINING_ANNOUNCEMENT = "{name}: stopping after this step with a checkpoint ({name} again: at once)"
 
 
 class TrainingStopped(KeyboardInterrupt):
@@ -67,14 +69,16 @@ class StopSignals:
     exit.
 
     Args:
-        announce: on the first signal, write one line to stderr saying what will happen (rank 0 passes True).
+        announce: on the first signal, write one line to stderr saying what will happen: True for the training
+            loops' line, a string (``{name}`` is replaced by the signal's name) for another, False for none
+            (ranks other than 0).
         repeat_window: seconds after the first signal during which the same signal again is not a second
             request (see the module docstring); 0 makes every repeat interrupt.
         signals: the signals handled.
     """
 
     def __init__(
-        self, announce: bool = True, repeat_window: float = 1.0, signals: tuple[int, ...] = STOP_SIGNALS
+        self, announce: bool | str = True, repeat_window: float = 1.0, signals: tuple[int, ...] = STOP_SIGNALS
     ) -> None:
         self.announce = announce
         self.repeat_window = float(repeat_window)
@@ -82,6 +86,16 @@ class StopSignals:
         self.signum = 0  # the first stop signal received (0: none)
         self._first_at = 0.0
         self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop signal arrived."""
+        return bool(self.signum)
+
+    @property
+    def exit_code(self) -> int:
+        """``128 + signum`` of the first signal (130 SIGINT, 143 SIGTERM); 0 when none arrived."""
+        return 128 + int(self.signum) if self.signum else 0
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -100,7 +114,8 @@ class StopSignals:
             self.signum, self._first_at = signum, now
             if self.announce:  # os.write: no lock that the interrupted code might hold
                 name = signal.Signals(signum).name
-                os.write(2, f"{name}: stopping after this step with a checkpoint ({name} again: at once)\n".encode())
+                line = self.announce if isinstance(self.announce, str) else _TRAINING_ANNOUNCEMENT
+                os.write(2, ("\n" + line.format(name=name) + "\n").encode())
             return
         if signum == self.signum and now - self._first_at < self.repeat_window:
             return  # the same request, delivered twice (launcher forwarding)

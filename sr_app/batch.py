@@ -17,12 +17,8 @@ import glob
 import io
 import json
 import math
-import os
-import signal
 import sys
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -54,7 +50,6 @@ __all__ = [
     "prepare",
     "print_table",
     "remove_leftover_temporaries",
-    "stop_on_ctrl_c",
     "write_report",
 ]
 
@@ -214,30 +209,6 @@ def _quality(out_pixels: np.ndarray, ref: LoadedImage | None, crop: int, niqe_fn
     if niqe_fn is not None:
         res["niqe"] = float(niqe_fn(x, crop_border=crop)[0])
     return res
-
-
-@contextmanager
-def stop_on_ctrl_c(message: str) -> Iterator[threading.Event]:
-    """While active, the first Ctrl-C (SIGINT) prints ``message`` and sets the yielded event (pass its
-    ``is_set`` to ``run_batch``: the current file is finished, then the batch stops); a second Ctrl-C
-    raises KeyboardInterrupt as usual. Outside the main thread signals cannot be caught: the event then
-    stays unset and Ctrl-C behaves as usual."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def on_sigint(signum, frame) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        os.write(2, f"\n{message}\n".encode())  # not print: a handler may interrupt a print to stderr
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def metric_functions(opts: BatchOptions, log) -> tuple:

@@ -195,7 +195,8 @@ def _infer_parser() -> argparse.ArgumentParser:
     add_weights_dir_argument(p)
     p.add_argument("-s", "--outscale", type=_number(0, False),
                    help="final scale > 0: extra high-quality resize after the x4 net")  # fmt: skip
-    p.add_argument("-t", "--tile", default="auto", help="tile size in input pixels; 0 = no tiling; auto (default)")
+    p.add_argument("-t", "--tile", type=tile_size, default="auto",
+                   help="tile size in input pixels: auto (default), 0 = no tiling, or >= 32")  # fmt: skip
     p.add_argument("--tile-pad", type=_number(0, True, integer=True), default=None,
                    help="context pixels around each tile (default 24)")  # fmt: skip
     p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
@@ -263,13 +264,6 @@ def _infer_main(argv: list[str] | None) -> int:
     if args.overwrite and args.skip_existing:
         parser.error("--overwrite and --skip-existing exclude each other")
     tile = args.tile
-    if tile != "auto":
-        try:
-            tile = int(tile)
-        except ValueError:
-            parser.error(f"--tile must be auto or an integer, got {tile!r}")
-        if tile < 0 or 0 < tile < 32:
-            parser.error("--tile must be 0 (no tiling) or at least 32")
     device = f"cuda:{args.gpu_id}" if args.gpu_id is not None else args.device
     precision = "fp32" if args.fp32 else args.precision
     if args.ref is not None and not args.ref.is_dir():
@@ -284,10 +278,11 @@ def _infer_main(argv: list[str] | None) -> int:
         except ValueError as e:
             parser.error(f"--report: {e}")
 
-    from .batch import stop_on_ctrl_c
+    from gan_core.stopping import StopSignals
 
-    with stop_on_ctrl_c("sr-infer: Ctrl-C: stopping after the current file (Ctrl-C again to abandon it)") as stop:
-        return _infer_run(args, device, precision, tile, started, stop.is_set)
+    with StopSignals("sr-infer: {name}: stopping after the current file(s) ({name} again: abandon them)") as stop:
+        code = _infer_run(args, device, precision, tile, started, lambda: stop.requested)
+        return stop.exit_code if code == 130 and stop.requested else code
 
 
 def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, started: float, stop_requested) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -162,7 +163,8 @@ def _infer(args: argparse.Namespace, started: float) -> int:
     counts = f"{len(summary.written)} written, {len(summary.failed)} failed"
     counts += f", {summary.skipped} skipped" if summary.skipped else ""
     if summary.interrupted:
-        log(f"{prog}: interrupted (Ctrl-C): {counts}, {len(summary.not_processed)} not processed")
+        why = signal.Signals(summary.stop_signal or signal.SIGINT).name
+        log(f"{prog}: interrupted ({why}): {counts}, {len(summary.not_processed)} not processed")
         for src, out in summary.written:
             log(f"  done: {src} -> {out}")
     else:

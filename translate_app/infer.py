@@ -20,7 +20,6 @@ from __future__ import annotations
 import glob
 import os
 import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,6 @@ from .data import LABEL_NC, colorize_labels, label_tensor, load_label_pair, pair
 
 __all__ = [
     "InferOptions",
-    "StopRequest",
     "Summary",
     "Synthesizer",
     "appeared_meanwhile",
@@ -230,10 +228,14 @@ class Summary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
     not_processed: list[Path] = field(default_factory=list)  # inputs left when interrupted
     interrupted: bool = False
+    stop_signal: int = 0  # the signal that interrupted the run (SIGINT, SIGTERM)
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else 1 if self.failed else 0
+        """128 + the stop signal when interrupted (130 Ctrl-C, 143 SIGTERM), else 1 if any file failed."""
+        if self.interrupted:
+            return 128 + (self.stop_signal or signal.SIGINT)
+        return 1 if self.failed else 0
 
 
 def appeared_meanwhile(path: Path) -> str:
@@ -241,41 +243,22 @@ def appeared_meanwhile(path: Path) -> str:
     return f"{path} appeared while this run was working (another run?); nothing replaced"
 
 
-class StopRequest:
-    """While active (a ``with`` block in the main thread), the first SIGINT (Ctrl-C) only sets ``requested``,
-    so a loop can finish the file it is on and stop cleanly; a second SIGINT raises KeyboardInterrupt."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True  # no printing here: the handler may run in the middle of a write to stderr
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 def run_batch(files: list[Path], synth: Synthesizer, opts: InferOptions, log=print) -> Summary:
     """Synthesize every label map into ``opts.outdir`` (see module docstring); never raises for a bad file.
-    Ctrl-C: the file in progress is finished, the rest is listed in ``not_processed`` and ``interrupted``
-    is set (a second Ctrl-C stops at once, the file in progress then leaves nothing behind)."""
+    Ctrl-C or SIGTERM: the file in progress is finished, the rest is listed in ``not_processed`` and
+    ``interrupted`` / ``stop_signal`` are set (a second signal stops at once, the file in progress then
+    leaves nothing behind)."""
     from tqdm import tqdm
+
+    from gan_core.stopping import StopSignals
 
     summary = Summary()
     inputs = {f.resolve() for f in files}
     claimed: dict[Path, Path] = {}  # output -> the input that writes it in this run
     processed = 0
     try:
-        with StopRequest() as stop:
+        announce = "translate-infer: {name}: stopping after the current file ({name} again: at once)"
+        with StopSignals(announce) as stop:
             for src in tqdm(files, desc="label maps", unit="img", disable=None if len(files) > 1 else True):
                 if stop.requested:
                     break
@@ -296,9 +279,9 @@ def run_batch(files: list[Path], synth: Synthesizer, opts: InferOptions, log=pri
                     summary.failed.append((str(src), f"{src}: {type(e).__name__}: {_first_line(e)}"))
                     log(f"error: {src}: {type(e).__name__}: {_first_line(e)}")
                 processed += 1
-            summary.interrupted = stop.requested
-    except KeyboardInterrupt:
-        summary.interrupted = True
+            summary.interrupted, summary.stop_signal = stop.requested, stop.signum
+    except KeyboardInterrupt as e:
+        summary.interrupted, summary.stop_signal = True, int(getattr(e, "signum", 0) or signal.SIGINT)
     if summary.interrupted:
         done = {s for s, _ in summary.written}
         summary.not_processed = [f for f in files[processed:] if f not in done]
