@@ -352,6 +352,7 @@ class Upscaler:
         precision: str = "auto",
         tile: int | str = "auto",
         tile_pad: int = DEFAULT_TILE_PAD,
+        max_batch: int | None = None,
     ) -> Upscaler:
         """Load a model (None = the default model: ``$SAN_WEIGHTS_DIR``'s manifest, else the repository's
         weights/) for ``device`` and ``precision``. ``source`` / ``sha256`` say which file was loaded;
@@ -360,7 +361,7 @@ class Upscaler:
             name_or_path = load_manifest_default()
         model, config = load_generator(name_or_path)
         config.setdefault("name", str(name_or_path))
-        return cls(model, config, device, precision, tile, tile_pad)
+        return cls(model, config, device, precision, tile, tile_pad, max_batch)
 
     @property
     def precision_name(self) -> str:

@@ -104,7 +104,10 @@ def test_cli_errors(tmp_path, city_root, capsys):
     assert "unknown config key model.ngff" in capsys.readouterr().err
     assert train_main(["-c", str(TINY), "--data-root", str(tmp_path / "none")]) == 2
     assert "Cityscapes root not found" in capsys.readouterr().err
-    assert train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_loss_weight=0", "--dry-run"]) == 0
+    assert (
+        train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_loss_weight=0", "--dry-run"])
+        == 0
+    )
     assert "# training frames: 3" in capsys.readouterr().out
     code = train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_loss_weight=0",
                        "--set", "train.batch_size=4", "--out", str(tmp_path / "r")])  # fmt: skip
