@@ -115,7 +115,7 @@ class StopSignals:
             if self.announce:  # os.write: no lock that the interrupted code might hold
                 name = signal.Signals(signum).name
                 line = self.announce if isinstance(self.announce, str) else _TRAINING_ANNOUNCEMENT
-                os.write(2, ("\n" + line.format(name=name) + "\n").encode())
+                os.write(2, (line.format(name=name) + "\n").encode())
             return
         if signum == self.signum and now - self._first_at < self.repeat_window:
             return  # the same request, delivered twice (launcher forwarding)

@@ -3,6 +3,7 @@
 Public API::
 
     san_constant(weight, input_size, ratio=1.0, generator=None) -> Tensor   # ||W||_{0,inf}, Lemma 1
+    san_constant(..., algorithm="dense") -> Tensor                          # same value, no pruning
     san_gain(ratio, num_filters) -> float                                    # eq. 9
     conv_spectral_norm(weight, input_size, stride=1) -> Tensor               # exact operator norm
     apply_critic_norm(module, kind, **options) -> module                     # "none" | "sn" | "bssn" | "san"
@@ -11,7 +12,9 @@ Public API::
     norm_constants(module) -> dict                                           # for logging
 
 Options are validated once, by ``SANOptions`` / ``SNOptions`` / ``BSSNOptions`` / ``NoNormOptions``
-(:mod:`gan_core.norm.options`). See ../shared/docs/ALGORITHMS.md (a), (b) for the maths and the choices made.
+(:mod:`gan_core.norm.options`). SAN's two algorithms (certified on CPU, dense on accelerators) are described
+in ``sparsity_aware``, the dense refresh in ``san_dense`` (Triton kernels: ``san_triton``; device draws:
+``san_draws``). See ../shared/docs/ALGORITHMS.md (a), (b) for the maths and the choices made.
 """
 
 from .apply import apply_critic_norm, norm_constants, refresh_norm_constants

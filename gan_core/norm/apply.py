@@ -65,7 +65,9 @@ def apply_critic_norm(
             san: ``ratio`` (fraction r of kernel pairs, default 1), ``gain`` (float, default 1, or
             ``"auto"`` = eq. 9 per layer), ``update_every`` (critic steps, default 1), ``momentum``
             (EMA, default 0, bias-free first value), ``legacy_fft_norm`` (official port's quantity,
-            default False), ``strided`` (``"bound"`` default or ``"exact"``), ``eps`` (1e-8).
+            default False), ``strided`` (``"bound"`` default or ``"exact"``), ``eps`` (1e-8),
+            ``algorithm`` (``"auto"`` default: the certified incremental maximum on CPU, the dense
+            sync-free refresh on other devices; or ``"certified"`` / ``"dense"``).
             sn, bssn, san: ``seed`` (default 0): power-iteration vectors and SAN draws come from a
             per-layer generator seeded by it and the layer's name, never from the global RNG, so DDP
             ranks agree without broadcasting buffers.
@@ -130,8 +132,9 @@ def refresh_norm_constants(module: nn.Module) -> int:
     """One refresh of every normalized layer in ``module``: call once per critic step.
 
     SN / BSSN: one power-iteration step. SAN: recompute ``s`` (on every ``update_every``-th call) for
-    the current weights on the layer's recorded input grid. Works on DDP-wrapped modules; every rank
-    computes the same values from the same weights and the same (seeded) sampling draw.
+    the current weights on the layer's recorded input grid; with the dense algorithm (default off the
+    CPU) this queues device work only, with no host synchronization. Works on DDP-wrapped modules; every
+    rank computes the same values from the same weights and the same (seeded) sampling draw.
 
     Returns:
         The number of layers whose constants were recomputed.

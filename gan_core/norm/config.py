@@ -28,6 +28,7 @@ class CriticNormConfig:
     san_momentum: float = 0.0  # EMA of the constant (0 = none)
     san_strided: Literal["bound", "exact"] = "bound"
     san_legacy_fft_norm: bool = False  # the official torch.fft port's quantity: A/B comparisons only
+    san_algorithm: Literal["auto", "certified", "dense"] = "auto"  # auto: certified on CPU, dense elsewhere
     bssn_scale: float = 1.0
 
     # the config key of each option of apply_critic_norm (seed and eps are not config keys)
@@ -39,6 +40,7 @@ class CriticNormConfig:
         "momentum": "san_momentum",
         "strided": "san_strided",
         "legacy_fft_norm": "san_legacy_fft_norm",
+        "algorithm": "san_algorithm",
         "scale": "bssn_scale",
     }
     section: ClassVar[str] = "model"

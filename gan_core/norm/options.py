@@ -8,7 +8,7 @@ kind         class               options (defaults)
 ``bssn``     ``BSSNOptions``     scale (1.0), padding ("zeros"), eps (1e-12), seed (0)
 ``san``      ``SANOptions``      ratio (1.0), gain (1.0 or "auto"), update_every (1), momentum (0.0),
                                  legacy_fft_norm (False), strided ("bound"), eps (1e-8), seed (0),
-                                 padding ("circular", the only one SAN accepts)
+                                 padding ("circular", the only one SAN accepts), algorithm ("auto")
 ===========  ==================  =========================================================================
 
 Every rule is a ``check_*`` function of this module, called by the dataclasses' ``__post_init__`` and by
@@ -30,6 +30,7 @@ __all__ = [
     "NORM_KINDS",
     "NORM_OPTIONS",
     "PADDING_MODES",
+    "SAN_ALGORITHMS",
     "SAN_STRIDED_MODES",
     "BSSNOptions",
     "NoNormOptions",
@@ -40,13 +41,16 @@ __all__ = [
     "check_eps",
     "check_padding",
     "check_ratio",
+    "check_san_algorithm",
     "check_scale",
     "check_strided",
     "norm_options",
+    "resolve_san_algorithm",
 ]
 
 PADDING_MODES = ("zeros", "circular")
 SAN_STRIDED_MODES = ("bound", "exact")
+SAN_ALGORITHMS = ("auto", "certified", "dense")
 
 
 class NormOptionError(ValueError):
@@ -77,6 +81,31 @@ def check_strided(strided: Any) -> str:
     if strided not in SAN_STRIDED_MODES:
         raise NormOptionError("strided", f"strided must be one of {SAN_STRIDED_MODES}, got {strided!r}")
     return strided
+
+
+def check_san_algorithm(algorithm: Any) -> str:
+    """How SAN computes its constant: one of ``SAN_ALGORITHMS`` (see :func:`resolve_san_algorithm`)."""
+    if algorithm not in SAN_ALGORITHMS:
+        raise NormOptionError("algorithm", f"algorithm must be one of {SAN_ALGORITHMS}, got {algorithm!r}")
+    return algorithm
+
+
+def resolve_san_algorithm(algorithm: str, device_type: str) -> str:
+    """The algorithm that computes SAN's constant for weights on a ``device_type`` device.
+
+    ``"certified"``: the certified incremental maximum (``sparsity_aware``): fewest transforms, but a
+    data-dependent selection with host reads, right for a CPU. ``"dense"``: every (sampled) kernel on the
+    device with static shapes and no host synchronization (``san_dense``), right for an accelerator.
+    ``"auto"`` picks certified on ``"cpu"`` (measured faster there: ``benchmarks/san_refresh.py``) and
+    dense on every other device type. Both give the same constant up to float32 rounding.
+
+    >>> resolve_san_algorithm("auto", "cpu"), resolve_san_algorithm("auto", "cuda")
+    ('certified', 'dense')
+    """
+    check_san_algorithm(algorithm)
+    if algorithm != "auto":
+        return algorithm
+    return "certified" if device_type == "cpu" else "dense"
 
 
 def check_padding(padding: Any) -> str:
@@ -179,6 +208,9 @@ class SANOptions(NormOptions):
         eps: added to the constant, >= 0.
         seed: seed of the sampling draws (each layer mixes it with its name).
         padding: ``"circular"``: Lemma 1 holds for cyclic convolution only.
+        algorithm: ``"auto"`` (certified on CPU, dense elsewhere), ``"certified"`` or ``"dense"``
+            (:func:`resolve_san_algorithm`); the same constant up to float32 rounding, a different sampling
+            draw for r < 1 (``san_layer``). ``legacy_fft_norm`` ignores it.
     """
 
     kind: ClassVar[str] = "san"
@@ -191,6 +223,7 @@ class SANOptions(NormOptions):
     eps: float = 1e-8
     seed: int = 0
     padding: str = "circular"
+    algorithm: str = "auto"
 
     def __post_init__(self) -> None:
         _set(self, "ratio", check_ratio(self.ratio))
@@ -220,6 +253,7 @@ class SANOptions(NormOptions):
                 "padding",
                 f"SAN needs circular padding (Lemma 1 holds for cyclic convolution), got padding={self.padding!r}",
             )
+        check_san_algorithm(self.algorithm)
 
 
 NORM_OPTIONS: dict[str, type[NormOptions]] = {

@@ -8,24 +8,39 @@ The layer records its input size with a forward pre-hook: the constant is define
 State (all in ``state_dict``, under ``parametrizations.weight.0.``): ``s``, ``initialized``,
 ``input_size``, ``seed`` and ``draws`` (the subset drawn at a refresh is a function of (seed, draws):
 identical on every DDP rank and reproduced exactly on resume), ``refreshes`` (the ``update_every``
-counter). The per-kernel peaks and reference weights of the certified incremental computation (see
-``sparsity_aware``) are a cache kept outside the state: a reloaded layer rebuilds it on its next
-refresh with the same result.
+counter). The algorithm (``options.algorithm``, resolved per device by ``resolve_san_algorithm``) decides
+how a refresh runs:
+
+* certified (default on CPU): ``constant()`` with the certified incremental maximum of
+  ``sparsity_aware``; its per-kernel peaks and reference weights are a cache kept outside the state (a
+  reloaded layer rebuilds it on its next refresh with the same result). r < 1 blocks come from
+  ``torch.randperm`` on a CPU generator seeded by ``mix_seed(seed, draws)``.
+* dense (default off the CPU): ``san_dense.dense_refresh_`` on the layer's own buffers: every sampled
+  kernel transformed, static shapes, no host read and no host-to-device copy, so the refresh never
+  synchronizes and can be captured in a CUDA graph (a replay recomputes ``s`` from the current weights
+  and advances ``draws`` on the device). r < 1 blocks come from the counter-based device draw of
+  ``san_draws`` keyed by the same ``(seed, draws)`` buffers: another stream than the CPU ``randperm``
+  one (the same on every device), equally identical across ranks and exact on resume. The host only
+  counts ``update_every`` (a Python counter, never a read of a device value).
+
+Both give the same ``s`` for the same block up to float32 rounding (``sparsity_aware`` docstring).
+``legacy_fft_norm`` always takes the certified route's code (the official port's quantity, unchanged).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 
 import torch
 from torch import nn
 
 from .certified import certified_max
-from .kernel_dft import check_input_grid, chunk_rows, pair
-from .options import SANOptions
-from .sparsity_aware import kernel_peaks, legacy_san_constant, sample_kernel_block, san_gain, uses_exact_strided
+from .kernel_dft import check_input_grid, chunk_rows, pair, uses_exact_strided
+from .options import SANOptions, resolve_san_algorithm
+from .san_dense import dense_basis, dense_refresh_, draw_block
+from .san_draws import block_shape
+from .sparsity_aware import kernel_peaks, legacy_san_constant, sample_kernel_block, san_gain
 
 __all__ = ["SparsityAwareNorm", "mix_seed"]
 
@@ -76,7 +91,8 @@ class SparsityAwareNorm(nn.Module):
         options: the validated :class:`~gan_core.norm.options.SANOptions` (ratio r, gain g or ``"auto"``
             for eq. 9 with this layer's m*n and sampled count, update_every, momentum mu of the EMA
             ``s <- mu s + (1 - mu) (g c + eps)`` whose first value is ``g c + eps``, legacy_fft_norm,
-            strided, eps). Its ``padding`` is the caller's business (``apply_critic_norm`` sets it).
+            strided, eps, algorithm). Its ``padding`` is the caller's business (``apply_critic_norm``
+            sets it).
         seed: seed of this layer's sampling draws (default ``options.seed``). Deterministic, not taken
             from torch's global RNG, so that every DDP rank draws the same subsets even when buffers are
             not broadcast (``apply_critic_norm`` derives one per layer from ``options.seed`` and the
@@ -99,10 +115,11 @@ class SparsityAwareNorm(nn.Module):
         self.legacy_fft_norm = options.legacy_fft_norm
         self.strided = options.strided
         self.eps = options.eps
+        self.algorithm = options.algorithm
+        self.dense_backend = "auto"  # "torch" / "triton" force a backend of the dense path (tests, benchmarks)
         if options.gain == "auto":
-            root = math.sqrt(self.ratio)
-            sampled = max(1, math.floor(root * m + 0.5)) * max(1, math.floor(root * n + 0.5))
-            self.gain = san_gain(min(1.0, sampled / (m * n)), m * n)
+            k_out, k_in = block_shape(m, n, self.ratio)
+            self.gain = san_gain(min(1.0, k_out * k_in / (m * n)), m * n)
         else:
             self.gain = float(options.gain)
         seed = options.seed if seed is None else seed
@@ -112,11 +129,17 @@ class SparsityAwareNorm(nn.Module):
         self.register_buffer("seed", torch.tensor(int(seed), dtype=torch.int64))
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
         self.register_buffer("refreshes", torch.zeros((), dtype=torch.int64))
-        # Python mirrors of small buffers read on every forward or refresh (no device sync). The seed is
-        # read from its buffer at each draw instead: DDP (broadcast_buffers=True) overwrites it with rank 0's.
+        # the dense path's DFT basis of this layer's grid: a cache, not state (rebuilt from the grid when the
+        # grid or the device changes), and not a buffer (DDP with broadcast_buffers=True would send it at
+        # every forward); compiled refreshes read it as a tensor instead of tracing its construction
+        self._basis: torch.Tensor | None = None
+        self._basis_key: tuple | None = None
+        # Python mirrors of small buffers read on every forward or refresh (no device sync). The seed and
+        # the draw counter are read from their buffers at each draw instead (on the device by the dense
+        # path): DDP (broadcast_buffers=True) overwrites them with rank 0's, a CUDA graph replay advances
+        # the counter without running this Python code.
         self._initialized = False
         self._size: tuple[int, int] | None = None
-        self._draws = 0
         self._refreshes = 0
         self._cache = _PeakCache()
         self._warned_stride = False
@@ -124,7 +147,8 @@ class SparsityAwareNorm(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"ratio={self.ratio}, gain={self.gain:.4g}, update_every={self.update_every}, "
-            f"momentum={self.momentum}, strided={self.strided!r}, legacy_fft_norm={self.legacy_fft_norm}"
+            f"momentum={self.momentum}, strided={self.strided!r}, legacy_fft_norm={self.legacy_fft_norm}, "
+            f"algorithm={self.algorithm!r}"
         )
 
     # -- the parametrization -------------------------------------------------------------------------
@@ -153,10 +177,31 @@ class SparsityAwareNorm(nn.Module):
 
     def _set_size(self, size: tuple[int, int]) -> None:
         self._size = (int(size[0]), int(size[1]))
-        self.input_size.copy_(torch.tensor(self._size, dtype=torch.int64))
+        self.input_size[0] = self._size[0]  # fills from host scalars: no host-to-device copy
+        self.input_size[1] = self._size[1]
+
+    def algorithm_for(self, device: torch.device) -> str:
+        """``"certified"`` or ``"dense"``: how a refresh of weights on ``device`` computes the constant."""
+        return resolve_san_algorithm(self.algorithm, device.type)
 
     def generator_for_next_draw(self) -> torch.Generator:
-        return torch.Generator().manual_seed(mix_seed(int(self.seed), self._draws))
+        """CPU generator of the certified path's next r < 1 draw (reads the seed and draws buffers)."""
+        return torch.Generator().manual_seed(mix_seed(int(self.seed), int(self.draws)))
+
+    def next_dense_block(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense path's next r < 1 block: sorted out and in channel indices on the buffers' device."""
+        m, n = weight.shape[:2]
+        return draw_block(m, n, self.ratio, self.seed, self.draws, self.dense_backend)
+
+    def _check_strided_grid(self, H: int, W: int) -> None:
+        exact = uses_exact_strided((H, W), self.stride, self.strided)
+        if self.strided == "exact" and self.stride != (1, 1) and not exact and not self._warned_stride:
+            warnings.warn(
+                f"SAN strided='exact' needs the {H}x{W} grid divisible by the stride {self.stride}; "
+                "using the stride-1 bound for this layer",
+                stacklevel=4,
+            )
+            self._warned_stride = True
 
     @torch.no_grad()
     def constant(self, weight: torch.Tensor) -> torch.Tensor:
@@ -172,14 +217,8 @@ class SparsityAwareNorm(nn.Module):
                 if rows is not None:
                     w = w.index_select(0, rows.to(w.device)).index_select(1, cols.to(w.device))
                 return legacy_san_constant(w, (H, W))
+            self._check_strided_grid(H, W)
             exact = uses_exact_strided((H, W), self.stride, self.strided)
-            if self.strided == "exact" and self.stride != (1, 1) and not exact and not self._warned_stride:
-                warnings.warn(
-                    f"SAN strided='exact' needs the {H}x{W} grid divisible by the stride {self.stride}; "
-                    "using the stride-1 bound for this layer",
-                    stacklevel=3,
-                )
-                self._warned_stride = True
             peaks_of = functools.partial(
                 kernel_peaks, input_size=(H, W), stride=self.stride, dilation=self.dilation, strided=self.strided
             )
@@ -190,23 +229,51 @@ class SparsityAwareNorm(nn.Module):
             key = (H, W, exact, w.device, tuple(w.shape))
             return self._cache.maximum(w, key, peaks_of, chunk_rows((H, W)), flat_idx)
 
+    def recompute(self, weight: torch.Tensor) -> None:
+        """Recompute ``s`` now from ``weight`` (no ``update_every`` cadence; the grid must be known).
+
+        With the dense algorithm this is device-only work on the layer's buffers (``s``, ``initialized``,
+        ``draws``, ``seed``): the unit to capture in a CUDA graph or a compiled step (warm it up once
+        first, which builds the DFT basis and compiles the Triton kernels).
+        """
+        if self._size is None:
+            raise RuntimeError("SAN layer has no input grid yet: run one forward pass first")
+        self._compute(weight)
+
+    def dense_basis(self, weight: torch.Tensor) -> torch.Tensor:
+        """The dense path's DFT basis for the recorded grid on ``weight``'s device (``san_dense.dense_basis``),
+        looked up (host side, once) when the grid, the weight's shape or its device changed; otherwise
+        returned as is: no work, and nothing for torch.compile to trace."""
+        key = (self._size, weight.shape, weight.device)
+        if key != self._basis_key or self._basis is None:
+            self._check_strided_grid(*check_input_grid(weight, self._size, self.dilation))
+            self._basis = dense_basis(weight, self._size, self.stride, self.dilation, self.strided)
+            self._basis_key = key
+        return self._basis
+
     @torch.no_grad()
     def _compute(self, weight: torch.Tensor) -> None:
-        c = self.constant(weight)
-        new = c * self.gain + self.eps
-        if self._initialized and self.momentum > 0:
-            new = self.s * self.momentum + (1.0 - self.momentum) * new
-        self.s.copy_(new)
-        self._draws += 1
-        self.draws.fill_(self._draws)
+        if self.algorithm_for(weight.device) == "dense" and not self.legacy_fft_norm:
+            dense_refresh_(
+                weight, self.s, self.initialized, self.draws, self.seed,
+                input_size=self._size, ratio=self.ratio, gain=self.gain, eps=self.eps, momentum=self.momentum,
+                stride=self.stride, dilation=self.dilation, strided=self.strided, backend=self.dense_backend,
+                basis=self.dense_basis(weight),
+            )  # fmt: skip
+        else:
+            c = self.constant(weight)
+            new = c * self.gain + self.eps
+            if self._initialized and self.momentum > 0:
+                new = self.s * self.momentum + (1.0 - self.momentum) * new
+            self.s.copy_(new)
+            self.draws.add_(1)
+            self.initialized.fill_(True)
         self._initialized = True
-        self.initialized.fill_(True)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._initialized = bool(self.initialized)
         size = tuple(int(v) for v in self.input_size.tolist())
         self._size = size if self._initialized or any(size) else None
-        self._draws = int(self.draws)
         self._refreshes = int(self.refreshes)
         self._cache = _PeakCache()

@@ -11,23 +11,37 @@ when only a fraction r of the kernels is sampled). See ../shared/docs/ALGORITHMS
 derivation, the strided variant and the bug of the official torch.fft port (a.6), which
 ``legacy_fft_norm=True`` reproduces for A/B comparisons only.
 
-How the constant is computed (all in float32, autocast disabled):
+Two algorithms compute the same constant (``algorithm`` option; ``options.resolve_san_algorithm``: "auto"
+is certified on CPU, dense elsewhere). Both work in float32 with autocast disabled and share the
+transform: a kh x kw kernel has only kh*kw taps, so its DFT on the grid is one small matrix product,
+``kernels (K, kh*kw) @ basis (kh*kw, 2F)`` with the cos / -sin basis of the F = H*(W//2+1) one-sided
+frequencies (the one-sided half has the same maximum for real kernels), built in float64 and rounded
+once (``kernel_dft``).
 
-* Transform. A kh x kw kernel has only kh*kw taps, so its DFT on the grid is one small matrix
-  product, ``kernels (K, kh*kw) @ basis (kh*kw, 2F)`` with the cos / -sin basis of the F = H*(W//2+1)
-  one-sided frequencies (the one-sided half has the same maximum for real kernels). It runs in chunks
-  of kernels with a bounded buffer and never materialises the whole spectrum.
-* Certified pruning. ``|DFT(w)[u,v]| <= ||w||_1`` and ``| |DFT(w')| - |DFT(w)| | <= ||w' - w||_1`` at
+* Certified (CPU). ``|DFT(w)[u,v]| <= ||w||_1`` and ``| |DFT(w')| - |DFT(w)| | <= ||w' - w||_1`` at
   every frequency (triangle inequality). Each kernel therefore has an upper bound
   ``peak_ref + ||w - w_ref||_1`` and a lower bound ``peak_ref - ||w - w_ref||_1`` from any earlier
   exact value ``peak_ref`` at weights ``w_ref`` (``peak_ref = 0``, ``w_ref = 0`` when none). Kernels are
   transformed in decreasing order of their upper bound, and the scan stops once the next upper bound
-  is below the best exact peak found: every kernel skipped is *proven* not to hold the maximum, so the
-  result equals the full computation (up to float32 rounding, covered by a 1e-4 relative slack on the
-  bounds). A SAN layer keeps ``w_ref`` and the per-kernel peaks between refreshes (a cache, not
-  state), so after an optimizer step only the few kernels whose bound still reaches the maximum are
-  transformed again. The cost per refresh is one pass over the weights plus those kernels
-  (:func:`gan_core.norm.certified.certified_max`; the DFT basis is in ``kernel_dft``).
+  is below the best exact peak found. How it stays exact: every kernel skipped is *proven* not to hold
+  the maximum, so the result equals the full computation up to float32 rounding (covered by a 1e-4
+  relative slack on the bounds), and the leading kernels are recomputed one at a time so the value is
+  a function of the weights alone. A SAN layer keeps ``w_ref`` and the per-kernel peaks between
+  refreshes (a cache, not state), so after an optimizer step only the few kernels whose bound still
+  reaches the maximum are transformed again (:func:`gan_core.norm.certified.certified_max`). The
+  selection is data-dependent and read by the host (``.item()``-like reads, ``nonzero``): cheap on a
+  CPU, a stall on an accelerator.
+* Dense (CUDA and other accelerators; ``san_dense``). Every (sampled) kernel is transformed, in chunks
+  of bounded memory (plain PyTorch) or fused with the magnitude and the maximum so the spectrum is never
+  written (Triton, CUDA). How it stays exact: it evaluates the definition itself, with nothing skipped,
+  bounded or approximated; it differs from the certified value only by float32 summation order, and its
+  shapes are static and nothing is read back, so a refresh makes no host synchronization and can be
+  captured in a CUDA graph.
+
+Both run the product in float64 instead when the float32 matmul precision allows TF32 / bf16
+(``kernel_dft.exact_matmul_dtype``). With r < 1, :func:`san_constant` draws its block with
+``generator`` (:func:`sample_kernel_block`) whatever the algorithm; SAN layers draw on the device for the
+dense path (``san_draws``).
 """
 
 from __future__ import annotations
@@ -39,8 +53,19 @@ import torch
 import torch.nn.functional as F
 
 from .certified import certified_max
-from .kernel_dft import DEFAULT_CHUNK_BYTES, check_conv_weight, check_input_grid, chunk_rows, dft_basis, pair
-from .options import SAN_STRIDED_MODES, check_ratio, check_strided
+from .kernel_dft import (
+    DEFAULT_CHUNK_BYTES,
+    check_conv_weight,
+    check_input_grid,
+    chunk_rows,
+    dft_basis,
+    exact_matmul_dtype,
+    pair,
+    uses_exact_strided,
+)
+from .options import SAN_STRIDED_MODES, check_ratio, resolve_san_algorithm
+from .san_dense import dense_san_constant
+from .san_draws import block_shape
 
 __all__ = [
     "SAN_STRIDED_MODES",
@@ -96,22 +121,10 @@ def sample_kernel_block(
     ``round(sqrt(r) * n)`` in channels (rounded half up, at least 1 each), drawn without replacement by
     ``torch.randperm`` with ``generator`` (out channels first). Returns sorted CPU index tensors.
     """
-    ratio = check_ratio(ratio)
-    root = math.sqrt(ratio)
-    k_out = max(1, min(num_out, math.floor(root * num_out + 0.5)))
-    k_in = max(1, min(num_in, math.floor(root * num_in + 0.5)))
+    k_out, k_in = block_shape(num_out, num_in, ratio)
     rows = torch.randperm(num_out, generator=generator)[:k_out].sort().values
     cols = torch.randperm(num_in, generator=generator)[:k_in].sort().values
     return rows, cols
-
-
-def uses_exact_strided(input_size: tuple[int, int], stride: int | tuple[int, int], strided: str) -> bool:
-    """Whether the exact strided value (aliased RMS) applies: ``strided="exact"``, a stride other than 1
-    and an (H, W) grid divisible by it. Otherwise the stride-1 bound (Lemma 1) is used."""
-    sh, sw = pair(stride)
-    check_strided(strided)
-    H, W = pair(input_size)
-    return strided == "exact" and (sh, sw) != (1, 1) and H % sh == 0 and W % sw == 0
 
 
 def kernel_peaks(
@@ -147,10 +160,11 @@ def kernel_peaks(
     sh, sw = pair(stride)
     exact = uses_exact_strided((H, W), (sh, sw), strided)
     with torch.autocast(kernels.device.type, enabled=False), torch.no_grad():
-        flat = kernels.detach().reshape(K, kh * kw).float()
-        basis = dft_basis(kh, kw, dh, dw, H, W, exact, str(kernels.device))
+        dtype = exact_matmul_dtype(kernels.device)
+        flat = kernels.detach().reshape(K, kh * kw).to(dtype)
+        basis = dft_basis(kh, kw, dh, dw, H, W, exact, str(kernels.device)).to(dtype)
         nf = basis.shape[1] // 2
-        rows = max(1, int(chunk_bytes) // (basis.shape[1] * 4))
+        rows = max(1, int(chunk_bytes) // (basis.shape[1] * flat.element_size()))
         out = torch.empty(K, dtype=torch.float32, device=kernels.device)
         for start in range(0, K, rows):
             spec = flat[start : start + rows] @ basis  # (c, 2F): [Re | Im]
@@ -159,7 +173,7 @@ def kernel_peaks(
             if exact:
                 c = power.shape[0]
                 power = power.view(c, sh, H // sh, sw, W // sw).mean(dim=(1, 3))
-            out[start : start + rows] = power.flatten(1).amax(dim=1)
+            out[start : start + rows] = power.flatten(1).amax(dim=1).float()
         return out.sqrt_()
 
 
@@ -172,7 +186,8 @@ def san_constant(
     stride: int | tuple[int, int] = 1,
     dilation: int | tuple[int, int] = 1,
     strided: str = "bound",
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
+    algorithm: str = "auto",
 ) -> torch.Tensor:
     """The paper's ||W||_{0,inf} of a conv weight on an input grid (Lemma 1, eq. 8); no gain applied.
 
@@ -184,26 +199,36 @@ def san_constant(
             random block of round(sqrt(r) m) out x round(sqrt(r) n) in channels with ``generator``.
         generator: torch.Generator for the draw (CPU); None uses the global RNG.
         stride, dilation, strided: see :func:`kernel_peaks` (default: the official stride-1 bound).
-        chunk_bytes: bound on the transform buffer.
+        chunk_bytes: bound on the transform buffer (default: 4 MiB; dense off the CPU: 64 MiB).
+        algorithm: ``"auto"`` (certified on CPU, dense elsewhere), ``"certified"`` or ``"dense"``
+            (module docstring). With r < 1 the block comes from ``generator`` either way (a host draw:
+            this function is not the sync-free refresh, ``SparsityAwareNorm`` is).
 
     Returns:
         0-dim float32 tensor on ``weight``'s device: max_{i,j,u,v} |DFT_{H,W}(w_ij)[u, v]| over the
-        (sampled) kernels. Exact: the certified pruning of the module docstring only skips kernels
-        proven not to hold the maximum.
+        (sampled) kernels. Exact either way (module docstring), to float32 rounding.
 
     Example:
         >>> w = torch.zeros(1, 1, 3, 3); w[0, 0, 1, 1] = 2.0  # a scaled delta: |DFT| = 2 everywhere
-        >>> float(san_constant(w, (8, 8)))
-        2.0
+        >>> float(san_constant(w, (8, 8))), float(san_constant(w, (8, 8), algorithm="dense"))
+        (2.0, 2.0)
     """
     check_conv_weight(weight)
     dil = pair(dilation)
     H, W = check_input_grid(weight, input_size, dil)
     ratio = check_ratio(ratio)
     w = weight.detach()
+    rows = cols = None
     if ratio < 1.0:
         rows, cols = sample_kernel_block(w.shape[0], w.shape[1], ratio, generator)
-        w = w.index_select(0, rows.to(w.device)).index_select(1, cols.to(w.device))
+        rows, cols = rows.to(w.device), cols.to(w.device)
+    if resolve_san_algorithm(algorithm, w.device.type) == "dense":
+        return dense_san_constant(
+            w, (H, W), rows, cols, stride=stride, dilation=dil, strided=strided, chunk_bytes=chunk_bytes
+        )
+    if rows is not None:
+        w = w.index_select(0, rows).index_select(1, cols)
+    chunk_bytes = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     m, n, kh, kw = w.shape
     with torch.autocast(w.device.type, enabled=False), torch.no_grad():
         kernels = w.reshape(m * n, kh, kw).float()

@@ -177,7 +177,7 @@ def test_missing_files_listed_in_one_message_before_any_work(tmp_path, hr_folder
         assert train_main([*args, *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith("sr-train: 2 files this run needs are missing or unusable:\n")
-        assert "- loss.vgg_weights: weights 'vgg19' not found: vgg19-dcbb9e9d.pth" in err
+        assert "- loss.vgg_weights_file: weights 'vgg19' not found: vgg19-dcbb9e9d.pth" in err
         assert "Put the file at one of:" in err and "Downloads are disabled (SAN_GAN_OFFLINE=1)" in err
         assert f"- train.init_from: checkpoint not found: {tmp_path / 'pre.pt'}" in err
         assert "Traceback" not in err

@@ -311,7 +311,7 @@ def test_ctrl_c_finishes_the_current_file_and_lists_what_was_done(trained, tmp_p
         proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    summary = next(line for line in err.splitlines() if "interrupted (Ctrl-C)" in line)
+    summary = next(line for line in err.splitlines() if "interrupted (SIGINT)" in line)
     done = [line.split(" -> ")[1] for line in err.splitlines() if line.startswith("  done: ")]
     present = sorted(str(p) for p in out.iterdir())  # no temporaries: the file in progress was finished
     assert sorted(done) == present and 0 < len(done) < 400

@@ -23,7 +23,7 @@ def test_critic_norm_seed():
 
 def test_infer_loads_a_checkpoint_saved_with_the_old_key_names(tmp_path):
     from gan_core.checkpoint import atomic_torch_save
-    from translate_app.cli import load_generator
+    from translate_app.infer import load_generator
     from translate_app.train import CKPT_FORMAT, build_generator
 
     cfg = SpadeTrainConfig()

@@ -158,8 +158,8 @@ def test_missing_weights_listed_in_one_message_before_any_work(tmp_path, city_ro
         assert train_main([*args, *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith("translate-train: 2 files this run needs are missing or unusable:\n")
-        assert "- loss.vgg_weights: weights 'vgg19' not found: vgg19-dcbb9e9d.pth" in err
-        assert "- log.fid_weights: weights 'fid_inception' not found: pt_inception-2015-12-05-6726825d.pth" in err
+        assert "- loss.vgg_weights_file: weights 'vgg19' not found: vgg19-dcbb9e9d.pth" in err
+        assert "- log.fid_weights_file: weights 'fid_inception' not found: pt_inception-2015-12-05-6726825d.pth" in err
         assert err.count("Put the file at one of:") == 2 and "Traceback" not in err
         assert not run.exists()
     # without the VGG term and periodic FID the run needs no pretrained file

@@ -116,3 +116,32 @@ def test_no_private_helper_is_imported_across_norm_files():
             if isinstance(node, ast.ImportFrom) and node.module != "__future__":
                 crossing += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith("_")]
     assert crossing == []
+
+
+def test_san_algorithm_option_and_config_key():
+    from gan_core.norm import NormOptionError, SANOptions, SparsityAwareNorm
+    from gan_core.norm.options import resolve_san_algorithm
+
+    assert SANOptions().algorithm == "auto" and SANOptions(algorithm="dense").algorithm == "dense"
+    with pytest.raises(NormOptionError, match=r"algorithm must be one of \('auto', 'certified', 'dense'\)") as bad:
+        SANOptions(algorithm="fast")
+    assert bad.value.option == "algorithm"
+    with pytest.raises(ValueError) as applied:
+        apply_critic_norm(critic(), "san", algorithm="fast")
+    assert str(applied.value) == str(bad.value)
+    assert [resolve_san_algorithm("auto", d) for d in ("cpu", "cuda", "xpu")] == ["certified", "dense", "dense"]
+    assert (
+        resolve_san_algorithm("dense", "cpu") == "dense" and resolve_san_algorithm("certified", "cuda") == "certified"
+    )
+    for cls in (SRTrainConfig, SpadeTrainConfig):  # model.san_algorithm reaches every SAN layer of the critics
+        cfg = load_config(cls, None, ["model.san_algorithm=dense"])
+        assert cfg.model.critic_norm_options()["algorithm"] == "dense"
+        assert load_config(cls, None, []).model.san_algorithm == "auto"
+        with pytest.raises(ConfigError, match=r"^model\.san_algorithm: 'fast' is not allowed"):
+            load_config(cls, None, ["model.san_algorithm=fast"])
+    D = apply_critic_norm(
+        critic(), "san", **load_config(SRTrainConfig, None, ["model.san_algorithm=dense"]).model.critic_norm_options()
+    )
+    assert D[0].parametrizations.weight[0].algorithm == "dense" and isinstance(
+        D[0].parametrizations.weight[0], SparsityAwareNorm
+    )
