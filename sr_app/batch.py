@@ -18,14 +18,13 @@ import io
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from gan_core.atomic import remove_stale_temporaries, write_text
 from gan_core.image_io import (
@@ -39,16 +38,18 @@ from gan_core.image_io import (
     write_image,
 )
 
-from .infer import NonFiniteOutputError
-
 __all__ = [
     "BatchOptions",
     "Inputs",
+    "Job",
+    "Outcome",
     "Summary",
     "collect_inputs",
+    "finish",
+    "metric_functions",
+    "prepare",
     "print_table",
     "remove_leftover_temporaries",
-    "run_batch",
     "write_report",
 ]
 
@@ -210,58 +211,8 @@ def _quality(out_pixels: np.ndarray, ref: LoadedImage | None, crop: int, niqe_fn
     return res
 
 
-def run_batch(
-    files: list[tuple[Path, Path]],
-    upscaler,
-    opts: BatchOptions,
-    log=print,
-    stop_requested: Callable[[], bool] = lambda: False,
-) -> Summary:
-    """Upscale every file in order; returns the summary (counts, per-file rows, failures).
-
-    ``stop_requested`` is asked before each file: True ends the batch there (Ctrl-C: the current file is
-    finished first). A ``KeyboardInterrupt`` abandons the current file (its temporary is removed, nothing
-    is replaced) and ends the batch. Either way ``interrupted`` is set and ``not_processed`` lists the
-    inputs without an outcome.
-    """
-    summary = Summary()
-    niqe_fn, lpips_fn = _metric_functions(opts, log)
-    claimed: dict[Path, Path] = {}  # output -> the input it was written for
-    inputs = {p.resolve() for p, _ in files}
-    processed = 0
-    for src, rel in tqdm(files, desc="images", unit="img", disable=None if len(files) > 1 else True):
-        if stop_requested():
-            summary.interrupted = True
-            break
-        done_before = summary.done
-        try:
-            result = _upscale_and_write(src, rel, upscaler, opts, claimed, inputs, log)
-            if result is None:
-                summary.skipped += 1
-            else:
-                pixels, row = result
-                summary.done += 1
-                summary.rows.append(row)
-                _measure(src, pixels, row, upscaler.scale, opts, niqe_fn, lpips_fn, summary, log)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            processed += summary.done > done_before  # written, only its metrics were cut short
-            break
-        except ImageError as e:
-            summary.failed.append((str(src), str(e)))
-            log(f"error: {e}")
-        except NonFiniteOutputError as e:
-            summary.failed.append((str(src), f"{src}: {e}; nothing written"))
-            log(f"error: {src}: {e}; nothing written")
-        except Exception as e:
-            summary.failed.append((str(src), f"{type(e).__name__}: {e}"))
-            log(f"error: {src}: {type(e).__name__}: {e}")
-        processed += 1
-    summary.not_processed = [str(src) for src, _ in files[processed:]]
-    return summary
-
-
-def _metric_functions(opts: BatchOptions, log):
+def metric_functions(opts: BatchOptions, log) -> tuple:
+    """(NIQE, LPIPS) metric callables for this run (None where off or unavailable)."""
     niqe_fn = lpips_fn = None
     if opts.niqe:
         try:
@@ -283,11 +234,39 @@ def _metric_functions(opts: BatchOptions, log):
     return niqe_fn, lpips_fn
 
 
-def _upscale_and_write(
-    src: Path, rel: Path, upscaler, opts: BatchOptions, claimed: dict[Path, Path], inputs: set[Path], log
-) -> tuple[np.ndarray, dict] | None:
-    """Read, check, upscale and write one file: (output pixels, report row), or None when skipped.
-    Every refusal is an ImageError naming the file; the checks that need no upscaling come first."""
+@dataclass
+class Job:
+    """One input on its way through the pipeline (``prepare`` -> upscale -> ``finish``)."""
+
+    index: int  # position in the input list
+    src: Path
+    image: LoadedImage | None  # decoded; dropped as soon as the output pixels exist
+    out_path: Path
+    note: str  # e.g. why the output format changed
+    tile: int  # the Upscaler's tile for this image (0: whole image, can share a forward with others)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.image.pixels.shape
+
+    @property
+    def out_dtype(self):
+        return np.uint16 if self.image.bit_depth == 16 else np.uint8
+
+
+@dataclass
+class Outcome:
+    """What happened to one input: ``written`` (with its report row), ``skipped`` or ``failed``; ``errors``
+    also holds failures of a written output's measurements (e.g. a reference of another size)."""
+
+    kind: str
+    row: dict | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def prepare(index: int, src: Path, rel: Path, upscaler, opts: BatchOptions, inputs: set[Path], log) -> Job | None:
+    """Read and check one input (any thread): the Job, or None when skipped (``--skip-existing``).
+    Every refusal is an ImageError naming the file; all of them come before any upscaling."""
     img = read_image(src, opts.max_pixels)
     H, W = img.pixels.shape[:2]
     out_h, out_w = upscaler.output_size(H, W, opts.outscale)
@@ -298,42 +277,39 @@ def _upscale_and_write(
             f"{_pixels(limit)} (--max-pixels x {upscaler.scale}^2); lower -s or raise --max-pixels"
         )
     out_path, note = _output_path(src, rel, img, opts)
-    key = out_path.resolve()
-    if key in inputs:
+    if out_path.resolve() in inputs:
         raise ImageError(f"{src}: output {out_path} would replace an input; choose another -o or --suffix")
-    if key in claimed:
-        raise ImageError(f"{src}: output {out_path} was already written for {claimed[key]}; rename one of them")
     if out_path.exists():
         if opts.skip_existing:
             log(f"skip: {out_path} exists")
             return None
         if not opts.overwrite:
             raise ImageError(f"{src}: {out_path} exists (use --overwrite to replace it or --skip-existing)")
-    tile = upscaler.auto_tile(H, W)
-    n_tiles = _count_tiles(H, W, tile)
-    bar = tqdm(total=n_tiles, desc=src.name, unit="tile", leave=False, disable=None if n_tiles > 4 else True)
-    dtype = np.uint16 if img.bit_depth == 16 else np.uint8
-    try:
-        pixels = upscaler._upscale_pixels(img.pixels, dtype, opts.outscale, on_tile=bar.update, tile=tile)
-    finally:
-        bar.close()
-    bit_depth, icc, exif = img.bit_depth, img.icc_profile, img.exif
-    img = None  # free the decoded input before the encoder needs its own copy of the output
+    return Job(index, src, img, out_path, note, upscaler.auto_tile(H, W))
+
+
+def finish(job: Job, pixels: np.ndarray, scale: int, opts: BatchOptions, metrics, log) -> Outcome:
+    """Write one output (any thread) and measure it: the Outcome. Never replaces a file that appeared
+    since ``prepare`` (another run?): an error, or skipped with ``--skip-existing``."""
+    src, out_path = job.src, job.out_path
+    H, W = job.shape[:2]
+    bit_depth, icc, exif = job.image.bit_depth, job.image.icc_profile, job.image.exif
+    job.image = None  # free the decoded input before the encoder needs its own copy of the output
     try:
         write_image(out_path, pixels, bit_depth, icc, exif, overwrite=opts.overwrite)
-    except FileExistsError:  # created by someone else (another run?) after the check above
+    except FileExistsError:  # created by someone else (another run?) after the check in prepare
         if opts.skip_existing:
             log(f"skip: {out_path} appeared while this run was working (another run?); kept")
-            return None
-        raise ImageError(
-            f"{src}: {out_path} appeared while this run was working (another run?); nothing replaced"
-        ) from None
-    claimed[key] = src
-    if note:
-        log(f"note: {src}: {note}")
+            return Outcome("skipped")
+        msg = f"{src}: {out_path} appeared while this run was working (another run?); nothing replaced"
+        return Outcome("failed", errors=[(str(src), msg)])
+    if job.note:
+        log(f"note: {src}: {job.note}")
     row = {"input": str(src), "output": str(out_path), "size_in": f"{W}x{H}",
            "size_out": f"{pixels.shape[1]}x{pixels.shape[0]}"}  # fmt: skip
-    return pixels, row
+    outcome = Outcome("written", row)
+    _measure(src, pixels, row, scale, opts, *metrics, outcome.errors, log)
+    return outcome
 
 
 def _pixels(n: float) -> str:
@@ -341,7 +317,7 @@ def _pixels(n: float) -> str:
 
 
 def _measure(src: Path, pixels: np.ndarray, row: dict, scale: int, opts: BatchOptions, niqe_fn, lpips_fn,
-             summary: Summary, log) -> None:  # fmt: skip
+             errors: list, log) -> None:  # fmt: skip
     """Add the finite metrics of one output to ``row`` (NaN / Inf are left out with a note)."""
     ref = None
     if opts.ref_dir is not None:
@@ -355,7 +331,7 @@ def _measure(src: Path, pixels: np.ndarray, row: dict, scale: int, opts: BatchOp
                     f"{src}: reference {ref_path} is {cand.size[0]}x{cand.size[1]} but the output is "
                     f"{pixels.shape[1]}x{pixels.shape[0]}; no PSNR/SSIM/LPIPS"
                 )
-                summary.failed.append((str(src), msg))
+                errors.append((str(src), msg))
                 log(f"error: {msg}")
             else:
                 ref = cand

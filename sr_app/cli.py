@@ -288,8 +288,9 @@ def _infer_main(argv: list[str] | None) -> int:
 def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, started: float, stop_requested) -> int:
     from gan_core.runtime import tune_cpu_allocator
 
-    from .batch import BatchOptions, collect_inputs, print_table, remove_leftover_temporaries, run_batch, write_report
+    from .batch import BatchOptions, collect_inputs, print_table, remove_leftover_temporaries, write_report
     from .infer import DEFAULT_TILE_PAD, Upscaler
+    from .pipeline import run_batch
 
     tune_cpu_allocator()
     try:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from gan_core.buffers import large_empty
 from gan_core.distributed import pick_device
 from gan_core.runtime import autocast, autocast_dtype
-from gan_core.tiling import quantize_into, upscale_tiled
+from gan_core.tiling import HostCopier, quantize, quantize_into, upscale_tiled
 from gan_core.weights import default_model_name, load_manifest, resolve_weights, sha256_file
 
 from .models import SRGenerator, generator_weights, strip_prefixes
@@ -53,6 +53,7 @@ DEFAULT_TILE_PAD = 24  # input pixels of context per tile side; the generator's 
 DEFAULT_OVERLAP = 8
 MIN_TILE = 32
 CPU_TILE_BUDGET = 384 * 2**20  # bytes of activations per tile on CPU
+MAX_BATCH = 16  # images or tiles per forward on CUDA
 
 
 class NonFiniteOutputError(RuntimeError):
@@ -318,6 +319,7 @@ class Upscaler:
         precision: str = "auto",
         tile: int | str = "auto",
         tile_pad: int = DEFAULT_TILE_PAD,
+        max_batch: int | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(str(device))
         self.amp = autocast_dtype(precision, self.device, allow_fp16=True)
@@ -330,6 +332,9 @@ class Upscaler:
         if isinstance(tile_pad, bool) or not isinstance(tile_pad, numbers.Integral) or tile_pad < 0:
             raise ValueError(f"tile_pad must be an integer >= 0, got {tile_pad!r}")
         self.tile_pad = int(tile_pad)
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise ValueError(f"max_batch must be an integer >= 1 or None (automatic), got {max_batch!r}")
+        self.max_batch = max_batch  # inputs per forward; None: 1 on the CPU, what memory allows on CUDA
         self.name = self.config.get("name", "")
         self.source = str(self.config.get("source", ""))  # the model file actually loaded ("" if in memory)
         self.sha256 = str(self.config.get("sha256", ""))  # its full SHA-256 (hex)
@@ -347,6 +352,7 @@ class Upscaler:
         precision: str = "auto",
         tile: int | str = "auto",
         tile_pad: int = DEFAULT_TILE_PAD,
+        max_batch: int | None = None,
     ) -> Upscaler:
         """Load a model (None = the default model: ``$SAN_WEIGHTS_DIR``'s manifest, else the repository's
         weights/) for ``device`` and ``precision``. ``source`` / ``sha256`` say which file was loaded;
@@ -355,7 +361,7 @@ class Upscaler:
             name_or_path = load_manifest_default()
         model, config = load_generator(name_or_path)
         config.setdefault("name", str(name_or_path))
-        return cls(model, config, device, precision, tile, tile_pad)
+        return cls(model, config, device, precision, tile, tile_pad, max_batch)
 
     @property
     def precision_name(self) -> str:
@@ -369,58 +375,72 @@ class Upscaler:
         factor = outscale / self.scale
         return _resized(h * self.scale, factor), _resized(w * self.scale, factor)
 
+    def _activation_bytes(self, h: int, w: int) -> int:
+        """Memory (bytes) the network needs for an h x w input: ~3 HR-resolution 64-channel activations alive
+        at once (measured 5.5 KB/px in bf16 on CPU for the default model, benchmarks/infer_speed.py)."""
+        return 64 * self.scale * self.scale * (2 if self.amp is not None else 4) * 3 * h * w
+
+    def _memory_budget(self) -> float:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return free * 0.5
+        return CPU_TILE_BUDGET  # CPU: a 4000x3000 photo stays near 2 GB in all (image + output + one tile)
+
     def auto_tile(self, h: int, w: int) -> int:
         """Tile size (input pixels): whole image when small, else bounded by (free) memory."""
         if isinstance(self.tile, int) or (isinstance(self.tile, str) and self.tile.isdigit()):
             return int(self.tile)
-        bytes_per = 2 if self.amp is not None else 4
-        # per input pixel of a padded tile: ~3 HR-resolution 64-channel activations alive at once (measured
-        # 5.5 KB/px in bf16 on CPU for the default model, benchmarks/infer_speed.py)
-        per_px = 64 * self.scale * self.scale * bytes_per * 3
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            budget = free * 0.5
-        else:  # CPU: bounded so that a 4000x3000 photo stays near 2 GB in all (image + output + one tile)
-            budget = CPU_TILE_BUDGET
-        t = int(math.sqrt(budget / per_px)) - 2 * self.tile_pad
+        t = int(math.sqrt(self._memory_budget() / self._activation_bytes(1, 1))) - 2 * self.tile_pad
         t = max(MIN_TILE, min(1024, t // 8 * 8))
         return 0 if h * w <= t * t else t
 
+    def batch_size(self, h: int, w: int) -> int:
+        """Inputs of h x w pixels (whole images or tiles) per forward: ``max_batch`` when set; else 1 on the CPU
+        (batching gains nothing there and costs memory) and on CUDA as many as half the free memory holds, at
+        most ``MAX_BATCH``."""
+        if self.max_batch is not None:
+            return self.max_batch
+        if self.device.type != "cuda":
+            return 1
+        return int(max(1, min(MAX_BATCH, self._memory_budget() // max(1, self._activation_bytes(h, w)))))
+
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor, fp32: bool = False) -> torch.Tensor:
-        """(C, h, w) float32 CPU in [0, 1], C in (1, 3) -> (C, h*s, w*s) float32 CPU in [0, 1]."""
-        gray = x.shape[0] == 1
-        inp = x.expand(3, -1, -1) if gray else x
-        inp = inp[None].to(self.device)
-        if self.channels_last:
-            inp = inp.contiguous(memory_format=torch.channels_last)
+        """(N, C, h, w) float32 in [0, 1] on ``self.device``, C in (1, 3) -> (N, C, h*s, w*s) float32 in [0, 1]
+        on ``self.device``. Gray inputs go through the network as RGB and come back as the luma of the result.
+        Raises NonFiniteOutputError when the output is not finite even in fp32."""
+        gray = x.shape[1] == 1
+        inp = x.expand(-1, 3, -1, -1) if gray else x
+        inp = inp.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         amp = None if fp32 else self.amp
         with autocast(self.device, amp):
             y = self.model(inp)
-        y = y[0].float()
+        y = y.float()
         if not torch.isfinite(y).all():
             if amp is None:
                 raise NonFiniteOutputError(
                     "the model's output is not finite (NaN or Inf) even in fp32: its weights are broken or overflow"
                 )
-            log.warning("non-finite output in %s; this tile is recomputed in fp32", self.precision_name)
+            log.warning("non-finite output in %s; this batch is recomputed in fp32", self.precision_name)
             return self._forward(x, fp32=True)
         if gray:  # the three outputs of a gray input are nearly equal: keep their luma
-            y = (0.299 * y[0] + 0.587 * y[1] + 0.114 * y[2])[None]
-        return y.clamp_(0, 1).cpu()
+            y = 0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]
+        return y.clamp_(0, 1)
 
     def upscale_array(
         self, pixels: np.ndarray, out_dtype=np.float32, on_tile=None, tile: int | None = None
     ) -> np.ndarray:
         """(H, W, C) float32 in [0, 1], C = 1 or 3 -> (sH, sW, C) array of ``out_dtype`` (uint8, uint16 or
-        float32), tiled as configured; CUDA out-of-memory halves the tile and retries.
-        Raises NonFiniteOutputError when the network's output is not finite even in fp32."""
+        float32), tiled as configured (several tiles per forward on CUDA); CUDA out-of-memory halves the
+        tile and retries. Raises NonFiniteOutputError when the network's output is not finite even in fp32."""
         H, W, C = pixels.shape
-        # a (C, H, W) view of the HWC pixels (no copy): each tile is already channels_last
+        # a (C, H, W) view of the HWC pixels (no copy): upscale_tiled stacks channels_last tiles from it
         image = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
         out = large_empty((H * self.scale, W * self.scale, C), out_dtype)
         t = self.auto_tile(H, W) if tile is None else tile
         while True:
+            span = t if t > 0 else max(H, W)
+            batch = self.batch_size(min(H, span + 2 * self.tile_pad), min(W, span + 2 * self.tile_pad))
             try:
                 return upscale_tiled(
                     self._forward,
@@ -431,6 +451,8 @@ class Upscaler:
                     pad=self.tile_pad,
                     overlap=DEFAULT_OVERLAP,
                     on_tile=on_tile,
+                    batch=batch,
+                    device=self.device,
                 )
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
@@ -440,6 +462,47 @@ class Upscaler:
                         f"out of GPU memory even with {MIN_TILE}px tiles; use --device cpu or free GPU memory"
                     ) from None
                 log.warning("CUDA out of memory: retrying with %dpx tiles", t)
+
+    @torch.inference_mode()
+    def upscale_images(self, images: list[np.ndarray], out_dtype=np.uint8, outscale: float | None = None) -> list:
+        """Whole images, all of one shape (H, W, C) float32 in [0, 1] (C = 1 gray, 2 gray + alpha, 3 RGB,
+        4 RGBA) -> their outputs, arrays of ``out_dtype`` (uint8, uint16 or float32) of ``output_size``.
+
+        Everything after decoding runs on the device: ``batch_size(H, W)`` images per forward, alpha resized
+        (bicubic), the ``outscale`` resize, the rounding to ``out_dtype``; on CUDA only the rounded pixels
+        come back, through a pinned buffer. Same values as :meth:`upscale_array` with the whole image as
+        one tile. Raises NonFiniteOutputError when the network's output is not finite even in fp32."""
+        outscale = check_outscale(outscale)
+        if not images:
+            return []
+        H, W, C = images[0].shape
+        if any(im.shape != (H, W, C) for im in images):
+            raise ValueError("upscale_images needs images of one shape")
+        ncolor = 3 if C in (3, 4) else 1
+        copy_to_host = HostCopier(self.device)
+        step = self.batch_size(H, W)
+        outs = []
+        for first in range(0, len(images), step):
+            group = images[first : first + step]
+            colors = [im[..., :ncolor] for im in group]
+            if C in (2, 4):
+                colors = [bleed_transparent(c, im[..., C - 1 :]) for c, im in zip(colors, group, strict=True)]
+            x = torch.from_numpy(np.stack(colors).astype(np.float32, copy=False)).permute(0, 3, 1, 2)
+            y = self._forward(x.to(self.device))
+            if C in (2, 4):
+                a = torch.from_numpy(np.stack([im[..., C - 1] for im in group]).astype(np.float32, copy=False))
+                a = F.interpolate(a[:, None].to(self.device), scale_factor=self.scale, mode="bicubic",
+                                  align_corners=False).clamp_(0, 1)  # fmt: skip
+                y = torch.cat([y, a], dim=1)
+            if outscale and outscale != self.scale:
+                y = resize_tensor(y, outscale / self.scale)
+            q = quantize(y.permute(0, 2, 3, 1), out_dtype)
+            for k in range(q.shape[0]):
+                out = large_empty(tuple(q.shape[1:]), out_dtype)
+                copy_to_host(out, q[k].contiguous())
+                outs.append(out)
+            del x, y, q
+        return outs
 
     def upscale(self, image, outscale: float | None = None):
         """Upscale a PIL image, a numpy array (H, W[, C]) of uint8 / uint16 / float in [0, 1], or a tensor
@@ -481,8 +544,15 @@ class Upscaler:
     def _upscale_pixels(
         self, pixels: np.ndarray, out_dtype, outscale: float | None, on_tile=None, tile: int | None = None
     ) -> np.ndarray:
+        """One image (H, W, C) float32 in [0, 1], C = 1..4 -> its output of ``out_dtype``: whole on the device
+        (:meth:`upscale_images`) when it fits one tile, else tiled with alpha and ``outscale`` on the CPU."""
         outscale = check_outscale(outscale)
-        C = pixels.shape[2]
+        H, W, C = pixels.shape
+        if (self.auto_tile(H, W) if tile is None else tile) == 0:
+            out = self.upscale_images([pixels], out_dtype, outscale)[0]
+            if on_tile is not None:
+                on_tile()
+            return out
         color = pixels[..., :3] if C in (3, 4) else pixels[..., :1]
         alpha = pixels[..., C - 1 :] if C in (2, 4) else None
         if alpha is not None:
@@ -518,10 +588,15 @@ def bleed_transparent(color: np.ndarray, alpha: np.ndarray, iterations: int = 8)
     return out[0].permute(1, 2, 0).numpy()
 
 
-def resize_pixels(pixels: np.ndarray, factor: float) -> np.ndarray:
-    """High-quality resize of (H, W, C) float pixels by ``factor`` (antialiased bicubic, clamped)."""
-    H, W, _ = pixels.shape
+def resize_tensor(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """High-quality resize of (N, C, H, W) float [0, 1] by ``factor`` (bicubic, antialiased when shrinking,
+    clamped), on x's device; each side becomes ``max(1, round(side * factor))``."""
+    H, W = x.shape[-2:]
     size = (_resized(H, factor), _resized(W, factor))
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=factor < 1).clamp_(0, 1)
+
+
+def resize_pixels(pixels: np.ndarray, factor: float) -> np.ndarray:
+    """:func:`resize_tensor` of (H, W, C) float pixels (on the CPU)."""
     t = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
-    t = F.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=factor < 1).clamp_(0, 1)
-    return t[0].permute(1, 2, 0).numpy()
+    return resize_tensor(t, factor)[0].permute(1, 2, 0).numpy()

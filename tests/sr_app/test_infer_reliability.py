@@ -21,9 +21,10 @@ import torch
 from PIL import Image
 
 import sr_app
-from sr_app.batch import BatchOptions, run_batch
+from sr_app.batch import BatchOptions
 from sr_app.cli import infer_main
 from sr_app.infer import Upscaler
+from sr_app.pipeline import run_batch
 
 from .conftest import smooth_image
 
