@@ -3,6 +3,7 @@
     python benchmarks/gpu_report.py               # full sizes (meant for a GPU; minutes)
     python benchmarks/gpu_report.py --smoke       # tiny sizes on the CPU (what the test runs; seconds)
     python benchmarks/gpu_report.py --json out.json
+    python benchmarks/gpu_report.py --compile     # also the critic and sr-train with train.compile (CUDA graphs)
 
 Sections (medians of interleaved repeats after warm-up; ratios from the same run):
 
@@ -52,6 +53,7 @@ SR_VARIANTS = {
     "san r=0.25": dict(critic_norm="san", ratio=0.25, gain="auto", momentum=0.9),
     "wgan-gp": dict(critic_norm="none", padding="zeros"),
 }
+COMPILED_VARIANTS = ("none", "none (circular)", "sn", "san r=1")
 SPADE_VARIANTS = {
     "none": dict(critic_norm="none", padding="zeros"),
     "sn": dict(critic_norm="sn", padding="zeros"),
@@ -96,7 +98,11 @@ def sr_critic_update(D, opt, real, fake, device, amp, gp: bool) -> None:
     opt.step()
 
 
-def sr_critic_table(device, batches, precisions, size, critic_kw, repeats, warmup) -> list[dict]:
+def sr_critic_table(device, batches, precisions, size, critic_kw, repeats, warmup, compiled=False) -> list[dict]:
+    """Rows of section 1; ``compiled`` adds "(compiled)" rows: the critic's body compiled as sr-train's
+    ``train.compile`` does (CUDA graphs on CUDA), its refresh beside it."""
+    from gan_core.compilation import compile_in_place, initialize_first_use_state
+    from gan_core.runtime import training_runtime
     from sr_app.models import SRCritic
 
     rows = []
@@ -107,11 +113,18 @@ def sr_critic_table(device, batches, precisions, size, critic_kw, repeats, warmu
             real = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
             fake = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
             fns = {}
-            for name, kw in SR_VARIANTS.items():
+            variants = [(name, kw, False) for name, kw in SR_VARIANTS.items()]
+            if compiled:
+                variants += [(f"{name} (compiled)", SR_VARIANTS[name], True) for name in COMPILED_VARIANTS]
+            for name, kw, compile_it in variants:
                 torch.manual_seed(0)
                 D = SRCritic(**kw, **critic_kw).to(device, memory_format=fmt).train()
                 opt = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.9))
-                args = (D, opt, real, fake, device, amp, name == "wgan-gp")
+                if compile_it:
+                    rt = training_runtime(str(device), precision, amp is not None)
+                    initialize_first_use_state(D, real[:1], rt)
+                    compile_in_place({"D.features": D.features, "D.head": D.head}, device)
+                args = (D, opt, real, fake, device, amp, name.startswith("wgan-gp"))
                 fns[name] = lambda args=args: sr_critic_update(*args)
             med = interleaved_ms(fns, device, repeats, warmup)
             for name, ms in med.items():
@@ -207,7 +220,7 @@ def sr_train_its(device, tmp: Path, preset: str, batch: int, steps: int, warmup:
             "loss.vgg_loss_weight=0", f"train.batch_size={batch}", f"train.steps={warmup + steps}",
             "log.log_every=1", "log.eval_every=1000000", "log.save_every=1000000", "log.sample_every=1000000",
             *sets, *extra])  # fmt: skip
-        run = tmp / f"run_{name}"
+        run = tmp / f"run_{name}_{len(list(tmp.glob('run_*')))}"
         with contextlib.redirect_stderr(io.StringIO()):
             train(cfg, run)
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -256,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    ap.add_argument("--compile", action="store_true", help="add compiled critic rows and a compiled sr-train run")
     args = ap.parse_args(argv)
     from gan_core.distributed import pick_device
 
@@ -274,13 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {report.get('gpu', device)}, torch {torch.__version__}{' (smoke sizes)' if smoke else ''}")
 
     batches = (2,) if smoke else (16, 64)
-    rows = sr_critic_table(device, batches, ("bf16", "fp32"), size, critic_kw, repeats, warmup)
+    rows = sr_critic_table(device, batches, ("bf16", "fp32"), size, critic_kw, repeats, warmup, args.compile)
     report["sr_critic"] = rows
     print(f"\n1. SR critic update (ms, median of {repeats}); x sn = vs SN with zero padding")
-    print(f"{'precision':<10}{'batch':>6}  {'variant':<17}{'ms':>9}{'x sn':>8}{'x none':>8}")
+    print(f"{'precision':<10}{'batch':>6}  {'variant':<27}{'ms':>9}{'x sn':>8}{'x none':>8}")
     for r in rows:
         cells = f"{r['ms']:>9.2f}{r['x_sn']:>8.2f}{r['x_none']:>8.2f}"
-        print(f"{r['precision']:<10}{r['batch']:>6}  {r['variant']:<17}{cells}")
+        print(f"{r['precision']:<10}{r['batch']:>6}  {r['variant']:<27}{cells}")
 
     ref = san_refresh(device, size, critic_kw, repeats)
     report["san_refresh"] = ref
@@ -299,12 +313,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         preset, batch = ("sr_tiny.yaml", 2) if smoke else ("sr_paper.yaml", 16)
-        its = sr_train_its(device, Path(tmp), preset, batch, 2 if smoke else 30, 1 if smoke else 5, [])
-        report["sr_train_it_s"] = its
-        print(
-            f"\n4. sr-train stage gan, batch {batch}, no VGG: SAN {its['san']:.2f} it/s, SN {its['sn']:.2f} it/s "
-            f"(SAN {100 * (1 - its['san'] / its['sn']):+.1f}% slower)"
-        )
+        for compiled in (False, True) if args.compile else (False,):
+            sets = ["train.compile=true"] if compiled else []
+            its = sr_train_its(device, Path(tmp), preset, batch, 2 if smoke else 30, 1 if smoke else 5, sets)
+            report["sr_train_it_s" + ("_compiled" if compiled else "")] = its
+            slower = 100 * (1 - its["san"] / its["sn"])
+            print(f"\n4. sr-train stage gan, batch {batch}, no VGG{', train.compile' if compiled else ''}: "
+                  f"SAN {its['san']:.2f} it/s, SN {its['sn']:.2f} it/s (SAN {slower:+.1f}% slower)")  # fmt: skip
 
         weights = None
         if smoke:  # a tiny random generator released like a model
