@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .version import add_version_argument
 from .weights import WeightsError, load_manifest, resolve_weights, use_weights_dir, weights_dirs, weights_status
 
 __all__ = ["weights_main"]
@@ -12,6 +13,7 @@ __all__ = ["weights_main"]
 
 def weights_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="san-weights", description="Check or fetch the project's weight files.")
+    add_version_argument(p)
     folder = argparse.ArgumentParser(add_help=False)
     folder.add_argument("--weights-dir", metavar="DIR", default=argparse.SUPPRESS,
                         help="search DIR (with its manifest.json) before the repository's weights/ "

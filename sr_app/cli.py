@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from gan_core.config import ConfigError, load_config, to_dict
+from gan_core.version import add_version_argument
 
 from .config import SRTrainConfig
 
@@ -21,6 +22,7 @@ def _train_parser() -> argparse.ArgumentParser:
         epilog="Ctrl-C or SIGTERM: the step in progress finishes, a checkpoint is written and the run exits 130 "
         "(SIGINT) or 143 (SIGTERM); continue with --resume auto. A second signal stops at once.",
     )
+    add_version_argument(p)
     p.add_argument("--config", "-c", type=Path, help="YAML preset (configs/sr_paper.yaml, sr_pretrain.yaml, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set loss.adv_weight=0.01 (repeatable)")  # fmt: skip
@@ -188,6 +190,7 @@ def _infer_parser() -> argparse.ArgumentParser:
         description="Upscale images x4 with a SAN-SRGAN / SRResNet-style generator (default: the model in "
         "weights/). Bad files are reported and skipped; outputs are written atomically.",
     )
+    add_version_argument(p)
     p.add_argument("-i", "--input", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder")
     p.add_argument("-n", "--model", metavar="NAME", help="model name from weights/manifest.json (default model)")
@@ -223,7 +226,7 @@ def _infer_parser() -> argparse.ArgumentParser:
 def _list_models() -> int:
     from gan_core.weights import load_manifest, weights_status
 
-    from .infer import load_manifest_default
+    from .model_files import load_manifest_default
 
     try:
         default = load_manifest_default()
@@ -367,6 +370,7 @@ def _eval_parser() -> argparse.ArgumentParser:
         "Images that cannot be evaluated are listed (results.json 'failed') and the rest evaluated; exit 1 if any "
         "failed. Outputs never replace existing files unless --overwrite.",
     )
+    add_version_argument(p)
     p.add_argument("--weights", type=Path, help="model file (.safetensors + .json, or sr-train .pt)")
     p.add_argument("-n", "--model", help="model name from weights/manifest.json (default model)")
     add_weights_dir_argument(p)
@@ -492,6 +496,7 @@ def export_main(argv: list[str] | None = None) -> int:
         description="Release the EMA generator of an sr-train checkpoint as safetensors + JSON config. Both "
         "outputs are checked before either is written; existing files are kept unless --overwrite.",
     )
+    add_version_argument(p)
     p.add_argument("checkpoint", type=Path, help="sr-train checkpoint (.pt), e.g. runs/x/ckpt/best.pt")
     p.add_argument("out", type=Path, help="output path: NAME.safetensors or NAME (NAME.json is written beside it)")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16, half the size)")
@@ -499,7 +504,7 @@ def export_main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", help="training command recorded in the config")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = p.parse_args(argv)
-    from .infer import export_generator
+    from .model_files import export_generator
 
     extra = {k: v for k, v in (("name", args.name), ("training_command", args.command)) if v}
     try:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from gan_core.config import ConfigError, load_config, to_dict
+from gan_core.version import add_version_argument
 
 from .config import SpadeTrainConfig
 
@@ -25,6 +26,7 @@ def train_main(argv: list[str] | None = None) -> int:
         epilog="Ctrl-C or SIGTERM: the step in progress finishes, a checkpoint is written and the run exits 130 "
         "(SIGINT) or 143 (SIGTERM); continue with --resume auto. A second signal stops at once.",
     )
+    add_version_argument(p)
     p.add_argument("--config", "-c", type=Path, help="YAML preset (configs/san_spade_paper.yaml, spade_paper.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--data-root", metavar="DIR", help="Cityscapes root with gtFine/ and leftImg8bit/ (data.root)")
@@ -104,6 +106,7 @@ def infer_main(argv: list[str] | None = None) -> int:
         "Instance maps (*_instanceIds.png beside *_labelIds.png) are used when present. Bad files are "
         "reported and skipped; outputs are written atomically and never replace a file without --overwrite.",
     )
+    add_version_argument(p)
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="LABELS", help="label PNGs, folders, globs")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     p.add_argument("--weights", type=Path, required=True, metavar="CKPT", help="translate-train checkpoint (.pt)")
@@ -195,6 +198,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         "checkpoint's images generated from Cityscapes labels vs the real photos (statistics cached). "
         "Output files (--json, --save-stats, --out images) never replace a file without --overwrite.",
     )
+    add_version_argument(p)
     p.add_argument("--fake", type=Path, help="folder of generated images")
     p.add_argument("--real", type=Path, help="folder of real images")
     p.add_argument("--real-stats", type=Path, help="cached real statistics (.npz written by --save-stats)")
