@@ -20,6 +20,7 @@ Every failure is an ``ImageError`` naming the file and the reason.
 
 from __future__ import annotations
 
+import numbers
 import struct
 import threading
 import zlib
@@ -296,10 +297,13 @@ def write_image(
 ) -> Path:
     """Atomically write (H, W, C) pixels (float [0, 1], or uint8 / uint16 already quantized).
 
-    16-bit output needs a .png path. Alpha (C = 2 or 4) needs PNG, WebP or TIFF. An existing ``path`` is
-    replaced only with ``overwrite``; otherwise ``FileExistsError`` (not wrapped) is raised, also when
-    another process created it while this one was encoding.
+    16-bit output needs a .png path. Alpha (C = 2 or 4) needs PNG, WebP or TIFF. ``quality`` (an integer
+    1..100, else ValueError) is the JPEG / WebP quality (Pillow's scale; PNG, BMP and TIFF are lossless).
+    An existing ``path`` is replaced only with ``overwrite``; otherwise ``FileExistsError`` (not wrapped)
+    is raised, also when another process created it while this one was encoding.
     """
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
     path = Path(path)
     fmt = format_for(path)
     C = pixels.shape[2]
@@ -319,7 +323,7 @@ def write_image(
                 if exif and fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
                     kw["exif"] = exif
                 if fmt in ("JPEG", "WEBP"):
-                    kw["quality"] = quality
+                    kw["quality"] = int(quality)
                 if fmt == "JPEG":
                     kw["subsampling"] = 0  # 4:4:4: keep the colour detail the upscaler produced
                 im.save(f, format=fmt, **kw)

@@ -64,12 +64,18 @@ def _axis_weights(spans: list[tuple[int, int]], scale: int) -> list[np.ndarray]:
     return [w / total[s * scale : e * scale] for (s, e), w in zip(spans, raw, strict=True)]
 
 
-def _window(start: int, end: int, pad: int, length: int) -> tuple[int, int]:
+def _window(start: int, end: int, pad: int, length: int, align: int = 1) -> tuple[int, int]:
     """Input window of a span: ``pad`` pixels of context on both sides, shifted inwards (not clipped) at the
     image border, so every window of an axis has the same size: the same shapes reach the network for
-    every tile, which keeps allocator reuse perfect and kernel caches warm (memory stays flat)."""
+    every tile, which keeps allocator reuse perfect and kernel caches warm (memory stays flat).
+
+    ``align`` > 1 (``length`` must then be a multiple of it): windows start at multiples of ``align`` and
+    their size is one, so a network that is not shift-invariant (a pixel-unshuffle, attention windows) sees
+    every tile in the phase it sees the whole image in; the window grows by up to ``align`` pixels for it."""
     size = min(length, end - start + 2 * pad)
-    lo = min(max(0, start - pad), length - size)
+    if align > 1 and size < length:
+        size = min(length, -(-(size + align - 1) // align) * align)
+    lo = min(max(0, start - pad), length - size) // align * align
     return lo, lo + size
 
 
@@ -136,6 +142,7 @@ def upscale_tiled(
     on_tile: Callable[[], None] | None = None,
     batch: int = 1,
     device: torch.device | str = "cpu",
+    align: int = 1,
 ) -> np.ndarray:
     """Run ``fn`` tile by tile over ``image`` and blend the results into ``out``.
 
@@ -152,19 +159,23 @@ def upscale_tiled(
         batch: tiles per call of ``fn`` (the windows of a row of tiles all have one size).
         device: where ``fn`` runs; the blending and the rounding to ``out``'s dtype run there too, so only
             final rows of ``out``'s dtype come back (through a pinned buffer on CUDA).
+        align: windows start at multiples of ``align`` pixels (H and W must be multiples of it): for networks
+            whose output depends on the phase of the input grid (pixel-unshuffle, window attention).
 
     Returns:
         ``out``.
     """
     device = torch.device(device)
     C, H, W = image.shape
+    if align > 1 and (H % align or W % align):
+        raise ValueError(f"align={align} needs an image whose sides are multiples of it, got {W}x{H}")
     if tile <= 0:
         tile = max(H, W)
     batch = max(1, int(batch))
     ys, xs = tile_spans(H, tile, overlap), tile_spans(W, tile, overlap)
     wys = [torch.from_numpy(w).to(device) for w in _axis_weights(ys, scale)]
     wxs = [torch.from_numpy(w).to(device) for w in _axis_weights(xs, scale)]
-    x_windows = [_window(x0, x1, pad, W) for x0, x1 in xs]
+    x_windows = [_window(x0, x1, pad, W, align) for x0, x1 in xs]
     hwc = image.permute(1, 2, 0)
     copy_to_host = HostCopier(device)
     carry: torch.Tensor | None = None  # rows of the previous band still open (blended with this band)
@@ -175,7 +186,7 @@ def upscale_tiled(
         band = torch.empty((band_rows, W * scale, C), dtype=torch.float32, device=device)
     for r, (y0, y1) in enumerate(ys):
         band.zero_()
-        iy0, iy1 = _window(y0, y1, pad, H)
+        iy0, iy1 = _window(y0, y1, pad, H, align)
         for first in range(0, len(xs), batch):
             group = range(first, min(first + batch, len(xs)))
             # stacked from the (H, W, C) layout: the (N, C, h, w) batch is channels_last without another copy

@@ -31,9 +31,11 @@ __all__ = [
     "WeightSpec",
     "WeightsError",
     "default_model_name",
+    "known_names",
     "load_manifest",
     "resolve_weights",
     "sha256_file",
+    "unknown_name_message",
     "use_weights_dir",
     "weights_dirs",
     "weights_status",
@@ -191,15 +193,26 @@ def _missing_message(spec: WeightSpec, reason: str) -> str:
     )
 
 
-def resolve_weights(name_or_path: str | os.PathLike, *, download: bool | None = None) -> Path:
+def resolve_weights(
+    name_or_path: str | os.PathLike,
+    *,
+    download: bool | None = None,
+    kind: str | None = None,
+    suffixes: tuple[str, ...] = (),
+) -> Path:
     """Path of a weight file by explicit path or manifest name (see module docstring for the order).
 
     Args:
         name_or_path: an existing file path, or a logical name from ``weights/manifest.json``.
         download: allow downloading (default: yes unless ``SAN_GAN_OFFLINE=1``).
+        kind: what the caller wants (``"model"``, ``"pretrained"``): an unknown name's error lists only the
+            known names of that kind (a model lookup never offers ``vgg19``).
+        suffixes: a name without a manifest entry is also found as ``<name><suffix>`` in the weights folders
+            (:func:`weights_dirs`, in order; each suffix in turn), unchecked: e.g. what ``sr-export`` wrote there.
 
     Raises:
-        WeightsError: missing (message says what and where), or a size / SHA-256 mismatch.
+        WeightsError: missing (message says what and where), an unknown name (with the known names of
+            ``kind``), or a size / SHA-256 mismatch.
     """
     p = Path(name_or_path)
     if p.suffix and (p.is_file() or os.sep in str(name_or_path) or "/" in str(name_or_path)):
@@ -211,8 +224,11 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool | None = 
     if name not in manifest:
         if p.is_file():
             return p
-        known = ", ".join(sorted(manifest)) or "none"
-        raise WeightsError(f"unknown weights name {name!r} and no such file; known names: {known}")
+        for d in weights_dirs() if suffixes and _is_plain_name(name) else []:
+            for suffix in suffixes:
+                if (d / f"{name}{suffix}").is_file():
+                    return d / f"{name}{suffix}"
+        raise WeightsError(unknown_name_message(name, kind, suffixes))
     spec = manifest[name]
     for d in weights_dirs():
         if (d / spec.file).is_file():
@@ -230,6 +246,26 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool | None = 
         return _download(spec, hub)
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         raise WeightsError(_missing_message(spec, f"Download failed (offline?): {e}")) from None
+
+
+def known_names(kind: str | None = None) -> list[str]:
+    """Sorted manifest names, only those of ``kind`` (``"model"``, ``"pretrained"``) when given."""
+    return sorted(name for name, spec in load_manifest().items() if kind is None or spec.kind == kind)
+
+
+def unknown_name_message(name: str, kind: str | None = None, suffixes: tuple[str, ...] = ()) -> str:
+    """One line for a name that is neither a manifest entry nor a file: what was searched and the known names
+    of ``kind`` (e.g. ``unknown model 'x': ...; known models: srresnet-l1-x4``)."""
+    what = {"model": "model", "pretrained": "pretrained weights"}.get(kind or "", "weights name")
+    files = " or ".join(f"{name}{s}" for s in suffixes)
+    searched = f", and no {files} in {', '.join(str(d) for d in weights_dirs())}" if files else " and no such file"
+    known = ", ".join(known_names(kind)) or "none"
+    plural = {"model": "models", "pretrained weights": "pretrained weights"}.get(what, "names")
+    return f"unknown {what} {name!r}: not in a weights manifest{searched}; known {plural}: {known}"
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and os.sep not in name and name not in (".", "..")
 
 
 def weights_status(names: Iterable[str] | None = None) -> list[dict]:

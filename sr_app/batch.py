@@ -63,6 +63,7 @@ class BatchOptions:
     outdir: Path
     suffix: str = "out"
     ext: str = "auto"  # auto | png | jpg | webp
+    quality: int = 95  # JPEG / WebP quality, 1..100
     skip_existing: bool = False
     overwrite: bool = False
     outscale: float | None = None  # None: the network's scale; else a finite number > 0 (checked by the Upscaler)
@@ -296,7 +297,7 @@ def finish(job: Job, pixels: np.ndarray, scale: int, opts: BatchOptions, metrics
     bit_depth, icc, exif = job.image.bit_depth, job.image.icc_profile, job.image.exif
     job.image = None  # free the decoded input before the encoder needs its own copy of the output
     try:
-        write_image(out_path, pixels, bit_depth, icc, exif, overwrite=opts.overwrite)
+        write_image(out_path, pixels, bit_depth, icc, exif, quality=opts.quality, overwrite=opts.overwrite)
     except FileExistsError:  # created by someone else (another run?) after the check in prepare
         if opts.skip_existing:
             log(f"skip: {out_path} appeared while this run was working (another run?); kept")

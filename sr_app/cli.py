@@ -9,6 +9,15 @@ from pathlib import Path
 from gan_core.config import ConfigError, load_config, to_dict
 from gan_core.version import add_version_argument
 
+from .cli_args import (
+    MODEL_LOAD_ERRORS,
+    add_model_arguments,
+    apply_weights_dir,
+    check_report_argument,
+    number,
+    quality,
+    tile_size,
+)
 from .config import SRTrainConfig
 
 __all__ = ["eval_main", "export_main", "infer_main", "train_main"]
@@ -128,119 +137,75 @@ def _dry_run(cfg: SRTrainConfig, run_dir: Path, resume: str | None = None) -> in
     return 0
 
 
-# -- shared by sr-infer and sr-eval ------------------------------------------------------------------
-MODEL_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError)  # load_generator's are one line each
-
-
-def add_weights_dir_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights-dir", type=Path, metavar="DIR",
-                   help="search DIR (its manifest.json and files) before the repository's weights/, for model "
-                   "names and the default model (same as $SAN_WEIGHTS_DIR); ./weights is never searched unless "
-                   "named")  # fmt: skip
-
-
-def apply_weights_dir(p: argparse.ArgumentParser, folder: Path | None) -> None:
-    """``--weights-dir``: every weight lookup of this process (and its children) searches ``folder`` first."""
-    if folder is not None:
-        from gan_core.weights import use_weights_dir
-
-        try:
-            use_weights_dir(folder)
-        except ValueError as e:
-            p.error(str(e))
-
-
-def tile_size(value: str) -> int | str:
-    """argparse type of ``-t/--tile``: ``auto``, 0 (no tiling) or an integer >= 32."""
-    if value == "auto":
-        return value
-    try:
-        tile = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be auto, 0 (no tiling) or an integer >= 32, got {value!r}") from None
-    if tile < 0 or 0 < tile < 32:
-        raise argparse.ArgumentTypeError(f"must be auto, 0 (no tiling) or an integer >= 32, got {tile}")
-    return tile
-
-
 # -- sr-infer --------------------------------------------------------------------------------------
-def _number(low: float, low_allowed: bool, integer: bool = False):
-    """argparse type: a finite number (an integer with ``integer``) above ``low``, or equal to it when
-    ``low_allowed``; anything else is a usage error naming the option."""
-
-    def parse(text: str) -> float | int:
-        import math
-
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            kind = "an integer" if integer else "a number"
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (value == low and not low_allowed):
-            kind = "an integer" if integer else "a finite number"
-            raise argparse.ArgumentTypeError(f"must be {kind} {'>=' if low_allowed else '>'} {low:g}, got {text!r}")
-        return value
-
-    return parse
-
-
 def _infer_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sr-infer",
-        description="Upscale images x4 with a SAN-SRGAN / SRResNet-style generator (default: the model in "
-        "weights/). Bad files are reported and skipped; outputs are written atomically.",
+        description="Upscale images with a san-gan model (default: the model in weights/) or a community SR "
+        "model (.pth / .safetensors of any architecture spandrel recognises: ESRGAN, Real-ESRGAN Compact, "
+        "SwinIR, HAT, ...). Bad files are reported and skipped; outputs are written atomically.",
     )
     add_version_argument(p)
     p.add_argument("-i", "--input", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder")
-    p.add_argument("-n", "--model", metavar="NAME", help="model name from weights/manifest.json (default model)")
-    p.add_argument("--weights", type=Path, metavar="PATH", help="model file: .safetensors (+ .json) or sr-train .pt")
-    add_weights_dir_argument(p)
-    p.add_argument("-s", "--outscale", type=_number(0, False),
-                   help="final scale > 0: extra high-quality resize after the x4 net")  # fmt: skip
+    p.add_argument("-o", "--output", type=Path, default=Path("results"), metavar="OUTDIR",
+                   help="output folder (default: results)")  # fmt: skip
+    add_model_arguments(p)
+    p.add_argument(
+        "-s",
+        "--outscale",
+        type=number(0, False),
+        help="final scale > 0: an extra high-quality resize after the network (default: its scale)",
+    )
     p.add_argument("-t", "--tile", type=tile_size, default="auto",
                    help="tile size in input pixels: auto (default), 0 = no tiling, or >= 32")  # fmt: skip
-    p.add_argument("--tile-pad", type=_number(0, True, integer=True), default=None,
+    p.add_argument("--tile-pad", "--tile_pad", dest="tile_pad", type=number(0, True, integer=True), default=None,
                    help="context pixels around each tile (default 24)")  # fmt: skip
     p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("-g", "--gpu-id", type=int, help="alias of --device cuda:N")
     p.add_argument("--ext", choices=["auto", "png", "jpg", "webp"], default="auto", help="output format")
+    p.add_argument("--quality", type=quality, default=95, metavar="1-100",
+                   help="JPEG / WebP quality of the outputs (default 95; PNG is lossless)")  # fmt: skip
     p.add_argument("--suffix", default="out", help="output name <stem>_<suffix>.<ext> (default: out)")
     p.add_argument("--recursive", action="store_true", help="recurse into folders and mirror their tree")
     p.add_argument("--skip-existing", action="store_true",
                    help="leave existing outputs alone (no error), also those another run writes meanwhile")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (and an existing --report)")
-    p.add_argument("--max-pixels", type=_number(1, True), default=100e6,
+    p.add_argument("--max-pixels", type=number(1, True), default=100e6,
                    help="refuse inputs above this many pixels (1e8), and outputs above it x scale^2")  # fmt: skip
     p.add_argument("--ref", type=Path, metavar="DIR", help="reference images (matched by stem): PSNR/SSIM/LPIPS")
     p.add_argument("--no-niqe", action="store_true", help="do not compute NIQE")
-    p.add_argument("--niqe-max-mp", type=_number(0, True), default=4.0,
+    p.add_argument("--niqe-max-mp", type=number(0, True), default=4.0,
                    help="skip NIQE for outputs above this many megapixels (default 4; ~400 bytes/pixel)")  # fmt: skip
     p.add_argument("--report", type=Path, metavar="FILE", help="write per-image results to FILE.json or FILE.csv")
-    p.add_argument("--list-models", action="store_true", help="list the models in weights/ and exit")
+    p.add_argument("--list-models", action="store_true",
+                   help="list the models of the weights folders (manifest entries and NAME.safetensors / NAME.pth "
+                   "files) and exit")  # fmt: skip
     return p
 
 
 def _list_models() -> int:
     from gan_core.weights import load_manifest, weights_status
 
-    from .model_files import load_manifest_default
+    from .model_files import load_manifest_default, unlisted_model_files
 
     try:
         default = load_manifest_default()
     except FileNotFoundError:
         default = ""
     models = [s for s in load_manifest().values() if s.kind == "model"]
-    if not models:
-        print("no models in weights/manifest.json")
+    unlisted = unlisted_model_files()
+    if not models and not unlisted:
+        print("no models in the weights folders")
         return 1
     status = {r["name"]: r for r in weights_status(s.name for s in models)}  # hashes the models only
     for spec in models:
         st = status.get(spec.name, {})
         mark = "*" if spec.name == default else " "
         print(f"{mark} {spec.name:<32} {st.get('status', '?'):<8} {spec.file}  {spec.description}")
+    for path in unlisted:
+        print(f"  {path.stem:<32} {'unlisted':<8} {path}  (no manifest entry: not hash-checked; -n {path.stem})")
     print("(* = default)")
     return 0
 
@@ -262,8 +227,10 @@ def _infer_main(argv: list[str] | None) -> int:
     apply_weights_dir(parser, args.weights_dir)
     if args.list_models:
         return _list_models()
-    if not args.input or args.output is None:
-        parser.error("-i/--input and -o/--output are required")
+    if not args.input:
+        parser.error("-i/--input is required (image files, folders or globs)")
+    if args.weights is not None and args.model is not None:
+        parser.error("give --weights or -n/--model, not both")
     if args.overwrite and args.skip_existing:
         parser.error("--overwrite and --skip-existing exclude each other")
     tile = args.tile
@@ -271,15 +238,7 @@ def _infer_main(argv: list[str] | None) -> int:
     precision = "fp32" if args.fp32 else args.precision
     if args.ref is not None and not args.ref.is_dir():
         parser.error(f"--ref folder not found: {args.ref}")
-    if args.report is not None:
-        if args.report.suffix.lower() not in (".json", ".csv"):
-            parser.error("--report must end in .json or .csv")
-        from gan_core.atomic import check_output_path
-
-        try:
-            check_output_path(args.report, overwrite=args.overwrite)
-        except ValueError as e:
-            parser.error(f"--report: {e}")
+    check_report_argument(parser, args.report, args.overwrite)
 
     from gan_core.stopping import StopSignals
 
@@ -317,11 +276,13 @@ def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, star
         log(note)
     log(
         f"sr-infer: model {up.name} (x{up.scale}) from {up.provenance}, device {up.device}, "
-        f"precision {up.precision_name}"
-        f"{' + channels_last' if up.channels_last else ''}, tile {tile}, {len(files)} input(s)"
+        f"precision {up.precision_name}{' + channels_last' if up.channels_last else ''}"
+        f"{f' ({up.precision_note})' if up.precision_note else ''}, tile {tile}, {len(files)} input(s), "
+        f"output folder {args.output}"
     )
+    log(f"sr-infer: model card: {up.model_card}")
     opts = BatchOptions(
-        outdir=args.output, suffix=args.suffix, ext=args.ext,
+        outdir=args.output, suffix=args.suffix, ext=args.ext, quality=args.quality,
         skip_existing=args.skip_existing, overwrite=args.overwrite, outscale=args.outscale,
         max_pixels=int(args.max_pixels), ref_dir=args.ref, niqe=not args.no_niqe,
         niqe_max_pixels=int(args.niqe_max_mp * 1e6),
@@ -334,7 +295,7 @@ def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, star
     code = summary.exit_code
     if args.report is not None:
         meta = {"model": up.name, "model_file": up.source, "model_sha256": up.sha256[:12], "scale": up.scale,
-                "device": str(up.device), "precision": up.precision_name,
+                "model_card": up.card, "device": str(up.device), "precision": up.precision_name,
                 "protocol": {"psnr_ssim": "8-bit, BT.601 studio-range Y, crop = scale, SSIM 11x11 sigma 1.5",
                              "niqe": "pyiqa NIQE, LIVE parameters, same Y, crop = scale"}}  # fmt: skip
         try:
@@ -366,14 +327,13 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
 def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sr-eval",
-        description="Benchmark protocol (Y-PSNR/SSIM, NIQE, LPIPS) of a model and of bicubic on SR datasets. "
+        description="Benchmark protocol (Y-PSNR/SSIM, NIQE, LPIPS) of a model (san-gan or community) and of "
+        "bicubic on SR datasets. "
         "Images that cannot be evaluated are listed (results.json 'failed') and the rest evaluated; exit 1 if any "
         "failed. Outputs never replace existing files unless --overwrite.",
     )
     add_version_argument(p)
-    p.add_argument("--weights", type=Path, help="model file (.safetensors + .json, or sr-train .pt)")
-    p.add_argument("-n", "--model", help="model name from weights/manifest.json (default model)")
-    add_weights_dir_argument(p)
+    add_model_arguments(p)
     p.add_argument("--data", nargs="+", type=Path, required=True, help="EDSR-layout or HR-only folders")
     p.add_argument("--out", type=Path, default=Path("eval"), help="folder for results.json and the plot")
     p.add_argument("--json", type=Path, help="results file (default OUT/results.json)")
@@ -460,8 +420,10 @@ def eval_main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"sr-eval: {e}", file=sys.stderr)
             return 2
-    print(f"sr-eval: model {up.name} (x{up.scale}) from {up.provenance}, {up.device}, {up.precision_name}",
+    note = f" ({up.precision_note})" if up.precision_note else ""
+    print(f"sr-eval: model {up.name} (x{up.scale}) from {up.provenance}, {up.device}, {up.precision_name}{note}",
           file=sys.stderr)  # fmt: skip
+    print(f"sr-eval: model card: {up.model_card}", file=sys.stderr)
     try:
         result = evaluate_datasets(up, args.data, niqe=not args.no_niqe,
                                    save_dir=args.out / "images" if args.save_images else None,
@@ -494,7 +456,8 @@ def export_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="sr-export",
         description="Release the EMA generator of an sr-train checkpoint as safetensors + JSON config. Both "
-        "outputs are checked before either is written; existing files are kept unless --overwrite.",
+        "outputs are checked before either is written; existing files are kept unless --overwrite. Written into "
+        "a weights folder (weights/, --weights-dir or $SAN_WEIGHTS_DIR of sr-infer), it runs with -n NAME.",
     )
     add_version_argument(p)
     p.add_argument("checkpoint", type=Path, help="sr-train checkpoint (.pt), e.g. runs/x/ckpt/best.pt")
@@ -519,7 +482,19 @@ def export_main(argv: list[str] | None = None) -> int:
         print(f"sr-export: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
         return 1
     print(f"wrote {path} and {path.with_suffix('.json')}")
+    print(_export_usage_hint(path))
     return 0
+
+
+def _export_usage_hint(path: Path) -> str:
+    """How to run an exported model: ``-n NAME`` when it landed in a weights folder, else the two other ways."""
+    from gan_core.weights import weights_dirs
+
+    name = path.stem
+    if any(path.parent.resolve() == d.resolve() for d in weights_dirs()):
+        return f"use it with: sr-infer -n {name} -i INPUT (found in {path.parent})"
+    return (f"use it with: sr-infer --weights {path} -i INPUT, or sr-infer --weights-dir {path.parent} -n {name} "
+            "-i INPUT (or set SAN_WEIGHTS_DIR)")  # fmt: skip
 
 
 if __name__ == "__main__":

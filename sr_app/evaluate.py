@@ -51,7 +51,8 @@ def evaluate_datasets(upscaler, folders: list[Path], niqe: bool = True, lpips: b
                       save_dir: Path | None = None, log=print, overwrite: bool = False) -> dict:  # fmt: skip
     """Model beside bicubic on each folder, image by image.
 
-    Returns ``{"protocol", "model", "model_file", "model_sha256" (first 12 hex digits), "scale", "precision",
+    Returns ``{"protocol", "model", "model_file", "model_sha256" (first 12 hex digits), "model_card"
+    (architecture, scale, parameters, ...: ``Upscaler.card``), "scale", "precision",
     "device", "datasets": {name: {"model": means, "bicubic": means, "images": [...], "count"}},
     "failed": [{"dataset", "file", "error"}]}``. A file that cannot be evaluated (unreadable, empty, too
     small for the scale, an error while upscaling or writing it) is listed in ``failed`` (and logged) and
@@ -74,7 +75,8 @@ def evaluate_datasets(upscaler, folders: list[Path], niqe: bool = True, lpips: b
     lpips_fn = LPIPS() if lpips else None
     s = upscaler.scale
     out = {"protocol": PROTOCOL, "model": upscaler.name, "model_file": getattr(upscaler, "source", ""),
-           "model_sha256": getattr(upscaler, "sha256", "")[:12], "scale": s, "precision": upscaler.precision_name,
+           "model_sha256": getattr(upscaler, "sha256", "")[:12], "model_card": getattr(upscaler, "card", {}),
+           "scale": s, "precision": upscaler.precision_name,
            "device": str(upscaler.device), "datasets": {}, "failed": []}  # fmt: skip
 
     def fail(dataset: str, file, error: str) -> None:

@@ -1,17 +1,19 @@
-"""Upscaling with a trained SAN-SRGAN / SRResNet-style generator: model loading and the Python API.
+"""Upscaling with an SR network: the Python API (``Upscaler``), tiling, precision, alpha.
 
     from sr_app import Upscaler
     up = Upscaler.from_pretrained()                  # the default model in weights/
-    big = up.upscale(Image.open("photo.jpg"))        # PIL in, PIL out (numpy and tensors too)
+    up = Upscaler.from_pretrained("4x-model.pth")    # a community model (ESRGAN, Compact, SwinIR, ...)
+    big = up(Image.open("photo.jpg"))                # PIL in, PIL out (numpy and tensors too: sr_app.api_io)
 
-Released weights are a safetensors file plus a JSON config beside it that rebuilds the network
-(``{"architecture": "SRGenerator", "kwargs": {...}, "scale": 4, ...}``); ``from_pretrained`` also takes
-a manifest name or an ``sr-train`` checkpoint (its EMA generator); ``Upscaler.source`` and
-``Upscaler.sha256`` say which file was loaded. Precision ``auto``: bf16 +
-channels_last on CPUs with native bf16, fp16 on CUDA, fp32 otherwise. Large images are tiled with the
-image kept on the CPU; on CUDA out-of-memory the tile is halved and the image retried. A tile whose
-output is not finite in reduced precision is recomputed in fp32; still not finite in fp32 raises
-``NonFiniteOutputError`` (never an all-black image).
+Models (:mod:`sr_app.model_files`): a manifest name, a released ``.safetensors`` + ``.json``, an
+``sr-train`` checkpoint, or any SR / restoration state dict spandrel recognises (:mod:`sr_app.community`);
+``Upscaler.source``, ``Upscaler.sha256`` and ``Upscaler.model_card`` say which file and what network was
+loaded. Precision ``auto``: bf16 + channels_last on CPUs with native bf16 and on CUDA GPUs that have it,
+fp16 on older CUDA GPUs, fp32 otherwise; a precision the model does not support (spandrel's flags) falls
+back to fp32 (``precision_note`` says so). Large images are tiled with the image kept on the CPU; on CUDA
+out-of-memory the tile is halved and the image retried. A tile whose output is not finite in reduced
+precision is recomputed in fp32; still not finite in fp32 raises ``NonFiniteOutputError`` (never an
+all-black image).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from gan_core.buffers import large_empty
 from gan_core.distributed import pick_device
 from gan_core.runtime import autocast, autocast_dtype
 from gan_core.tiling import HostCopier, quantize, quantize_into, upscale_tiled
 
+from .api_io import api_inputs, api_outputs
 from .model_files import (
     check_finite,
     export_generator,
@@ -38,7 +42,7 @@ from .model_files import (
     load_manifest_default,
     load_sr_checkpoint,
 )
-from .models import SRGenerator
+from .models import count_parameters, luma
 
 __all__ = [
     "DEFAULT_TILE_PAD",
@@ -80,11 +84,16 @@ def _resized(length: int, factor: float) -> int:
 
 
 class Upscaler:
-    """A generator ready for inference on a device and precision, with tiling (see module docstring)."""
+    """A network ready for inference on a device and precision, with tiling (see module docstring).
+
+    ``model``: an SRGenerator, a :class:`sr_app.community.CommunityNet` (a spandrel model), or any module
+    mapping (N, 3, h, w) RGB in [0, 1] to (N, 3, h * scale, w * scale) with a ``scale`` attribute. Calling
+    the Upscaler is :meth:`upscale`; ``repr`` names the model, scale, device, precision and tile.
+    """
 
     def __init__(
         self,
-        model: SRGenerator,
+        model: nn.Module,
         config: dict | None = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
@@ -92,13 +101,22 @@ class Upscaler:
         tile_pad: int = DEFAULT_TILE_PAD,
         max_batch: int | None = None,
     ) -> None:
+        self.config = config or {}
+        self.architecture = str(getattr(model, "architecture", self.config.get("architecture", type(model).__name__)))
         self.device = device if isinstance(device, torch.device) else pick_device(str(device))
         self.amp = autocast_dtype(precision, self.device, allow_fp16=True)
+        self.precision_note = ""  # why the precision asked for is not used (the model does not support it)
+        for dtype, flag, label in ((torch.float16, "supports_half", "fp16"), (torch.bfloat16, "supports_bfloat16",
+                                                                              "bf16")):  # fmt: skip
+            if self.amp == dtype and not getattr(model, flag, True):
+                self.precision_note = f"{label} is not supported by {self.architecture}: fp32"
+                log.warning("%s", self.precision_note)
+                self.amp = None
         self.channels_last = self.amp is not None
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=fmt)
-        self.config = config or {}
         self.scale = int(getattr(model, "scale", self.config.get("scale", 4)))
+        self.parameters = count_parameters(model)
         self.tile = tile
         if isinstance(tile_pad, bool) or not isinstance(tile_pad, numbers.Integral) or tile_pad < 0:
             raise ValueError(f"tile_pad must be an integer >= 0, got {tile_pad!r}")
@@ -114,6 +132,40 @@ class Upscaler:
     def provenance(self) -> str:
         """``<file> (sha256 <first 12 hex digits>)`` of the loaded model, for banners and reports."""
         return f"{self.source} (sha256 {self.sha256[:12]})" if self.source else "(model given in memory)"
+
+    @property
+    def card(self) -> dict:
+        """The model card of reports: ``architecture``, ``tags`` (e.g. ["64nf", "23nb"]), ``scale``,
+        ``parameters``, ``input_channels`` / ``output_channels`` of the network, ``sha256`` (first 12 hex
+        digits, "" in memory), ``loader`` ("san-gan" or "spandrel <version>")."""
+        return {
+            "architecture": self.architecture,
+            "tags": _tags(self.model, self.config),
+            "scale": self.scale,
+            "parameters": self.parameters,
+            "input_channels": int(getattr(self.model, "in_channels", 3)),
+            "output_channels": int(getattr(self.model, "out_channels", 3)),
+            "sha256": self.sha256[:12],
+            "loader": self.config.get("loader", "san-gan"),
+        }
+
+    @property
+    def model_card(self) -> str:
+        """One line for banners: ``ESRGAN [64nf 23nb] x4, 16,697,987 parameters, sha256 4fa0d38905f7 (spandrel
+        0.4.2)``."""
+        c = self.card
+        tags = f" [{' '.join(c['tags'])}]" if c["tags"] else ""
+        return (f"{c['architecture']}{tags} x{c['scale']}, {c['parameters']:,} parameters, "
+                f"sha256 {c['sha256'] or '- (in memory)'} ({c['loader']})")  # fmt: skip
+
+    def __repr__(self) -> str:
+        return (f"Upscaler(model={self.name or '(in memory)'!r}, architecture={self.architecture!r}, "
+                f"scale={self.scale}, device={str(self.device)!r}, precision={self.precision_name!r}, "
+                f"tile={self.tile!r}, tile_pad={self.tile_pad})")  # fmt: skip
+
+    def __call__(self, image, outscale: float | None = None, channel_order: str = "rgb"):
+        """Same as :meth:`upscale`."""
+        return self.upscale(image, outscale, channel_order)
 
     @classmethod
     def from_pretrained(
@@ -148,8 +200,10 @@ class Upscaler:
 
     def _activation_bytes(self, h: int, w: int) -> int:
         """Memory (bytes) the network needs for an h x w input: ~3 HR-resolution 64-channel activations alive
-        at once (measured 5.5 KB/px in bf16 on CPU for the default model, benchmarks/infer_speed.py)."""
-        return 64 * self.scale * self.scale * (2 if self.amp is not None else 4) * 3 * h * w
+        at once (measured 5.5 KB/px in bf16 on CPU for the default model, benchmarks/infer_speed.py), times the
+        model's ``memory_factor`` (community models: 4, a conservative guess for deeper and attention nets)."""
+        factor = float(getattr(self.model, "memory_factor", 1.0))
+        return int(64 * self.scale * self.scale * (2 if self.amp is not None else 4) * 3 * h * w * factor)
 
     def _memory_budget(self) -> float:
         if self.device.type == "cuda":
@@ -158,10 +212,13 @@ class Upscaler:
         return CPU_TILE_BUDGET  # CPU: a 4000x3000 photo stays near 2 GB in all (image + output + one tile)
 
     def auto_tile(self, h: int, w: int) -> int:
-        """Tile size (input pixels): whole image when small, else bounded by (free) memory."""
+        """Tile size (input pixels): whole image when small, else bounded by (free) memory; never automatic
+        tiling for a model that tiles internally (spandrel's ``tiling`` "internal")."""
         if isinstance(self.tile, int) or (isinstance(self.tile, str) and self.tile.isdigit()):
             return int(self.tile)
-        t = int(math.sqrt(self._memory_budget() / self._activation_bytes(1, 1))) - 2 * self.tile_pad
+        if getattr(self.model, "tiling", "supported") == "internal":
+            return 0
+        t = int(math.sqrt(self._memory_budget() / max(1, self._activation_bytes(1, 1)))) - 2 * self.tile_pad
         t = max(MIN_TILE, min(1024, t // 8 * 8))
         return 0 if h * w <= t * t else t
 
@@ -180,7 +237,7 @@ class Upscaler:
         """(N, C, h, w) float32 in [0, 1] on ``self.device``, C in (1, 3) -> (N, C, h*s, w*s) float32 in [0, 1]
         on ``self.device``. Gray inputs go through the network as RGB and come back as the luma of the result.
         Raises NonFiniteOutputError when the output is not finite even in fp32."""
-        gray = x.shape[1] == 1
+        gray = x.shape[1] == 1 and not getattr(self.model, "takes_gray", False)
         inp = x.expand(-1, 3, -1, -1) if gray else x
         inp = inp.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         amp = None if fp32 else self.amp
@@ -195,7 +252,7 @@ class Upscaler:
             log.warning("non-finite output in %s; this batch is recomputed in fp32", self.precision_name)
             return self._forward(x, fp32=True)
         if gray:  # the three outputs of a gray input are nearly equal: keep their luma
-            y = 0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]
+            y = luma(y)
         return y.clamp_(0, 1)
 
     def upscale_array(
@@ -203,28 +260,29 @@ class Upscaler:
     ) -> np.ndarray:
         """(H, W, C) float32 in [0, 1], C = 1 or 3 -> (sH, sW, C) array of ``out_dtype`` (uint8, uint16 or
         float32), tiled as configured (several tiles per forward on CUDA); CUDA out-of-memory halves the
-        tile and retries. Raises NonFiniteOutputError when the network's output is not finite even in fp32."""
+        tile and retries. Raises NonFiniteOutputError when the network's output is not finite even in fp32.
+
+        A network whose output depends on the phase of the pixel grid (``model.align`` > 1: pixel-unshuffle
+        models, window attention) is tiled with windows at multiples of ``align``, the image padded at the
+        bottom and right (reflect) to a multiple of it as its whole-image call would be."""
         H, W, C = pixels.shape
         # a (C, H, W) view of the HWC pixels (no copy): upscale_tiled stacks channels_last tiles from it
         image = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
-        out = large_empty((H * self.scale, W * self.scale, C), out_dtype)
         t = self.auto_tile(H, W) if tile is None else tile
+        align = int(getattr(self.model, "align", 1))
+        if H % align or W % align:
+            image = _pad_bottom_right(image, -H % align, -W % align)
+        Hp, Wp = image.shape[1:]
+        full = large_empty((Hp * self.scale, Wp * self.scale, C), out_dtype)
+        out = full[: H * self.scale, : W * self.scale]  # a view (of all of it unless the image was padded)
         while True:
             span = t if t > 0 else max(H, W)
             batch = self.batch_size(min(H, span + 2 * self.tile_pad), min(W, span + 2 * self.tile_pad))
             try:
-                return upscale_tiled(
-                    self._forward,
-                    image,
-                    self.scale,
-                    out,
-                    tile=t,
-                    pad=self.tile_pad,
-                    overlap=DEFAULT_OVERLAP,
-                    on_tile=on_tile,
-                    batch=batch,
-                    device=self.device,
-                )
+                upscale_tiled(self._forward, image, self.scale, full, tile=t, pad=self.tile_pad,
+                              overlap=DEFAULT_OVERLAP, on_tile=on_tile, batch=batch, device=self.device,
+                              align=align)  # fmt: skip
+                return out
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 t = (t or max(H, W)) // 2
@@ -275,42 +333,23 @@ class Upscaler:
             del x, y, q
         return outs
 
-    def upscale(self, image, outscale: float | None = None):
-        """Upscale a PIL image, a numpy array (H, W[, C]) of uint8 / uint16 / float in [0, 1], or a tensor
-        (C, H, W) / (B, C, H, W) float in [0, 1]; returns the same type. Alpha channels are resized
-        with bicubic interpolation; ``outscale`` (a finite number > 0, else ValueError) resizes the
-        x``scale`` result to x``outscale``. Raises NonFiniteOutputError when the network's output is not
-        finite even in fp32."""
-        from PIL import Image
+    def upscale(self, image, outscale: float | None = None, channel_order: str = "rgb"):
+        """Upscale one image (or a batch of tensors); the result has the input's type, layout and dtype.
 
-        if isinstance(image, Image.Image):
-            from gan_core.image_io import pil_to_pixels, pixels_to_pil
-
-            pixels, _ = pil_to_pixels(image)
-            return pixels_to_pil(self._upscale_pixels(pixels, np.uint8, outscale))
-        if isinstance(image, np.ndarray):
-            arr = image
-            squeeze = arr.ndim == 2
-            if squeeze:
-                arr = arr[..., None]
-            dt = arr.dtype
-            top = 255.0 if dt == np.uint8 else 65535.0 if dt == np.uint16 else 1.0
-            out = self._upscale_pixels(
-                arr.astype(np.float32) / top, dt if dt in (np.uint8, np.uint16) else np.float32, outscale
-            )
-            return out[..., 0] if squeeze else out
-        if isinstance(image, torch.Tensor):
-            batched = image.dim() == 4
-            xs = image if batched else image[None]
-            outs = [
-                torch.from_numpy(
-                    self._upscale_pixels(x.detach().cpu().float().permute(1, 2, 0).numpy(), np.float32, outscale)
-                ).permute(2, 0, 1)
-                for x in xs
-            ]
-            res = torch.stack(outs).to(image.device)
-            return res if batched else res[0]
-        raise TypeError(f"cannot upscale a {type(image).__name__}: give a PIL image, numpy array or tensor")
+        ``image``: a PIL image; a numpy array (H, W) or (H, W, C); a tensor (C, H, W), (B, C, H, W) or
+        (H, W) on any device; C = 1 gray, 2 gray + alpha, 3 colour, 4 colour + alpha. Values are read by
+        dtype: uint8 0-255, uint16 0-65535, floats in [0, 1] (outside is a ValueError saying how to scale);
+        other dtypes are refused (TypeError). ``channel_order="bgr"``: arrays and tensors from OpenCV, BGR(A)
+        in and out. Returned: same type and dtype (float64 in -> float64 out, uint8 -> uint8), a tensor on
+        its device; (H * s, W * s) with s = ``outscale`` (a finite number > 0, else ValueError; an extra
+        antialiased bicubic resize) or the network's scale. Alpha is resized with bicubic interpolation.
+        The full rules: :mod:`sr_app.api_io`. Raises NonFiniteOutputError when the network's output is not
+        finite even in fp32.
+        """
+        outscale = check_outscale(outscale)
+        images, how = api_inputs(image, channel_order)
+        outs = [self._upscale_pixels(px, how.compute_dtype, outscale) for px in images]
+        return api_outputs(outs, how)
 
     def _upscale_pixels(
         self, pixels: np.ndarray, out_dtype, outscale: float | None, on_tile=None, tile: int | None = None
@@ -340,6 +379,26 @@ class Upscaler:
         out = large_empty(up.shape, out_dtype)
         quantize_into(out, up)  # in place on the float result: no output-sized temporaries
         return out
+
+
+def _pad_bottom_right(image: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(C, H, W) padded with ``rows`` more rows and ``cols`` more columns: reflected, then replicated where the
+    image is too small to reflect (the padding spandrel's call API applies to one call)."""
+    x = image[None]
+    _, _, H, W = x.shape
+    r, c = min(rows, H - 1), min(cols, W - 1)
+    x = F.pad(x, (0, c, 0, r), mode="reflect") if r or c else x
+    if rows - r or cols - c:
+        x = F.pad(x, (0, cols - c, 0, rows - r), mode="replicate")
+    return x[0]
+
+
+def _tags(model: nn.Module, config: dict) -> list[str]:
+    """Short hyper-parameter tags of the card: spandrel's, or an SRGenerator's width and depth."""
+    if hasattr(model, "tags"):
+        return list(model.tags)
+    kwargs = config.get("kwargs") if isinstance(config.get("kwargs"), dict) else {}
+    return [f"{kwargs[k]}{unit}" for k, unit in (("channels", "ch"), ("num_blocks", "blocks")) if k in kwargs]
 
 
 def bleed_transparent(color: np.ndarray, alpha: np.ndarray, iterations: int = 8) -> np.ndarray:

@@ -13,10 +13,15 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from gan_core.weights import default_model_name, load_manifest, resolve_weights, sha256_file
 
-from .models import SRGenerator, generator_weights, strip_prefixes
+from .models import SRGenerator, check_finite, count_parameters, generator_weights, strip_prefixes
+
+SRGENERATOR_KEY = "image_to_features.weight"  # the first tensor of every SRGenerator state dict
+MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")  # the model files --weights takes
+NAMED_SUFFIXES = (".safetensors", ".pth")  # what -n NAME finds in the weights folders without a manifest entry
 
 __all__ = [
     "check_finite",
@@ -25,6 +30,7 @@ __all__ = [
     "load_generator",
     "load_manifest_default",
     "load_sr_checkpoint",
+    "unlisted_model_files",
 ]
 
 
@@ -70,28 +76,21 @@ def load_sr_checkpoint(path: str | Path) -> dict:
     """
     from gan_core.checkpoint import load_checkpoint
 
-    from .train import CKPT_FORMAT
-
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
         raise ValueError(f"{path} is a released model (.safetensors), not an sr-train checkpoint (.pt)")
-    ck = load_checkpoint(path)
-    if ck.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is {_describe_format(ck.get('format'))}, not an sr-train checkpoint")
+    return _checked_sr_checkpoint(load_checkpoint(path), path)
+
+
+def _checked_sr_checkpoint(ck, path: Path) -> dict:
+    from .train import CKPT_FORMAT
+
+    fmt = ck.get("format") if isinstance(ck, dict) else None
+    if fmt != CKPT_FORMAT:
+        raise ValueError(f"{path} is {_describe_format(fmt)}, not an sr-train checkpoint")
     if not isinstance(ck.get("G_ema", ck.get("G")), dict) or not isinstance(ck.get("config"), dict):
         raise ValueError(f"{path} is an sr-train checkpoint without generator weights or config (damaged?)")
     return ck
-
-
-def check_finite(state: dict, where: str) -> None:
-    """ValueError naming the first tensor of ``state`` that holds NaN or Inf (the weights are unusable)."""
-    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
-    if bad:
-        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
-        raise ValueError(
-            f"{where} has non-finite weights (NaN/Inf) in {bad[0]}{more}: the training diverged or the file is "
-            "damaged; refused"
-        )
 
 
 def _load_state(G: SRGenerator, state: dict, where: Path, config_file: str) -> None:
@@ -124,69 +123,140 @@ def _read_model_config(candidates: list[Path], weights: Path) -> tuple[dict, Pat
 
 def _is_manifest_name(name_or_path: str | Path) -> bool:
     """A bare name (no folder part) listed in the manifest: resolved there, never as a file in the cwd."""
+    return _is_bare(name_or_path) and str(name_or_path) in load_manifest()
+
+
+def _is_bare(name_or_path: str | Path) -> bool:
     text = str(name_or_path)
-    return "/" not in text and os.sep not in text and text in load_manifest()
+    return "/" not in text and os.sep not in text
 
 
-def load_generator(name_or_path: str | Path | None = None) -> tuple[SRGenerator, dict]:
-    """(generator in eval mode, its config dict) from a manifest name, a safetensors file (with its JSON
-    config ``<name>.json``, else ``config.json`` beside it), a folder holding ``model.safetensors``, or an
-    ``sr-train`` checkpoint (.pt, its EMA generator).
+def load_generator(name_or_path: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """(network in eval mode on the CPU, its config dict) from a name or a file.
 
-    A bare name listed in the manifest always means that entry (hash-checked), never a file of the same
-    name in the current directory. The config gets ``source`` (the resolved file, absolute) and
-    ``sha256`` (its full SHA-256).
+    - a name listed in a manifest (``$SAN_WEIGHTS_DIR``'s, the repository's ``weights/``): that entry,
+      hash-checked, never a file of the same name in the current directory;
+    - another bare name NAME: ``NAME.safetensors`` (with ``NAME.json``) or ``NAME.pth`` in those weights
+      folders (what ``sr-export`` wrote there, or a community model put there), not hash-checked;
+    - a ``.safetensors`` file: a SRGenerator (our release format: ``<name>.json`` or ``config.json`` beside
+      it; recognised by its tensors, its metadata or its ``<name>.json``), else a community model;
+    - a ``.pth`` / ``.pt`` / ``.ckpt`` file read with ``torch.load(weights_only=True)`` (no code in it runs):
+      an ``sr-train`` checkpoint (its EMA generator), else a community model;
+    - a folder holding ``model.safetensors``.
+
+    Community models are any SR / restoration architecture spandrel recognises from the state dict
+    (:mod:`sr_app.community`: ESRGAN / Real-ESRGAN RRDBNet, Real-ESRGAN Compact, SwinIR, HAT, ...). The
+    config has ``architecture``, ``scale``, ``parameters``, ``name`` (the file's stem unless the config
+    names it), ``source`` (the resolved file, absolute) and ``sha256`` (its full SHA-256).
 
     Raises:
-        FileNotFoundError: a missing model file or config (the message names the files looked for).
+        FileNotFoundError: a missing model file or config, an unknown name (the message names the files
+            looked for and the known models).
         ValueError: one line for everything else: an unreadable / unsafe file, a config or weights that do
-            not fit, non-finite weights, a checkpoint that is not from sr-train.
+            not fit, non-finite weights, a checkpoint that is not from sr-train, a state dict spandrel does not
+            recognise, a model that is not for SR / restoration.
     """
     if name_or_path is None:
         name_or_path = load_manifest_default()
+    config_files: list[Path] | None = None  # None: decided by the file's contents
+    name = ""
     if _is_manifest_name(name_or_path):
         name = str(name_or_path)
         spec = load_manifest()[name]
         if spec.kind not in ("", "model"):
             raise ValueError(f"{name!r} is a {spec.kind} weight file, not an SR model (see sr-infer --list-models)")
         p = resolve_weights(name)
-        candidates = [p.parent / spec.config] if spec.config else [p.with_suffix(".json")]
+        if spec.config:
+            config_files = [p.parent / spec.config]
     else:
         p = Path(name_or_path)
         if p.is_dir():
             p = p / "model.safetensors"
         if not p.is_file():
-            if not p.suffix and "/" not in str(name_or_path):
-                resolve_weights(name_or_path)  # raises: unknown name, with the known names
-            raise FileNotFoundError(f"model file not found: {p}")
-        if p.suffix == ".pt":
-            return _load_checkpoint_generator(p)
-        if p.suffix != ".safetensors":
-            raise ValueError(f"{p}: not a model file (expected .safetensors with its .json, or an sr-train .pt)")
-        candidates = [p.with_suffix(".json"), p.parent / "config.json"]
-    config, cfg_path = _read_model_config(candidates, p)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+            if p.suffix or not _is_bare(name_or_path):
+                raise FileNotFoundError(f"model file not found: {p}")
+            p = resolve_weights(str(name_or_path), kind="model", suffixes=NAMED_SUFFIXES)  # else: unknown, listed
+    if p.suffix == ".safetensors":
+        model, config = _load_safetensors(p, config_files)
+    elif p.suffix in MODEL_SUFFIXES:
+        model, config = _load_torch_file(p)
+    else:
+        raise ValueError(
+            f"{p}: not a model file (expected .safetensors, .pth, .pt or .ckpt: a san-gan model or sr-train "
+            "checkpoint, or a community SR model spandrel recognises)"
+        )
+    config.setdefault("name", name or p.stem)
+    return model.eval(), {**config, "source": str(p.resolve()), "sha256": sha256_file(p)}
 
-    G = _build(config, cfg_path)
+
+def _load_safetensors(p: Path, config_files: list[Path] | None) -> tuple[nn.Module, dict]:
+    from safetensors import SafetensorError, safe_open
+
     try:
-        state = {k: v.float() for k, v in load_file(str(p)).items()}
+        with safe_open(str(p), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{p} is not a readable safetensors file: {e}") from None
-    state = strip_prefixes(state)
+    ours = (
+        config_files is not None
+        or str(metadata.get("format", "")).startswith("san-gan/sr-generator/")
+        or SRGENERATOR_KEY in strip_prefixes(state)
+        or p.with_suffix(".json").is_file()
+    )
+    if not ours:
+        from .community import load_state_dict_model
+
+        return load_state_dict_model(state, p)
+    config, cfg_path = _read_model_config(config_files or [p.with_suffix(".json"), p.parent / "config.json"], p)
+    G = _build(config, cfg_path)
+    state = {k: v.float() for k, v in strip_prefixes(state).items()}
     check_finite(state, str(p))
     _load_state(G, state, p, cfg_path.name)
-    return G.eval(), {**config, "source": str(p.resolve()), "sha256": sha256_file(p)}
+    return G, {**config, "parameters": count_parameters(G)}
 
 
-def _load_checkpoint_generator(p: Path) -> tuple[SRGenerator, dict]:
-    ck = load_sr_checkpoint(p)
+def _load_torch_file(p: Path) -> tuple[nn.Module, dict]:
+    """A ``.pth`` / ``.pt`` / ``.ckpt``: our checkpoints carry a ``format`` entry, anything else is a state dict
+    for spandrel. Read with ``weights_only`` (``gan_core.checkpoint.safe_torch_load``): no code in it runs."""
+    import zipfile
+
+    from gan_core.checkpoint import is_valid_checkpoint, safe_torch_load
+
+    if zipfile.is_zipfile(p) and not is_valid_checkpoint(p):
+        raise ValueError(f"{p} is truncated or corrupt (its zip/CRC check failed)")
+    obj = safe_torch_load(p)
+    if isinstance(obj, dict) and "format" in obj:
+        return _checkpoint_generator(_checked_sr_checkpoint(obj, p), p)
+    from .community import load_state_dict_model
+
+    return load_state_dict_model(obj, p)
+
+
+def _checkpoint_generator(ck: dict, p: Path) -> tuple[SRGenerator, dict]:
     config = {**_model_config(ck["config"], p), "name": p.stem}
     G = _build(config, p)
     state, key = generator_weights(ck)
     check_finite(state, f"{p} ({key})")
     _load_state(G, state, p, "its training config")
-    return G.eval(), {**config, "source": str(p.resolve()), "sha256": sha256_file(p)}
+    return G, {**config, "parameters": count_parameters(G)}
+
+
+def unlisted_model_files() -> list[Path]:
+    """Model files ``-n NAME`` finds without a manifest entry: ``NAME.safetensors`` / ``NAME.pth`` in the weights
+    folders (first folder first; a name found twice is listed once, as ``-n`` resolves it) that are not a
+    manifest entry's file nor a manifest name."""
+    from gan_core.weights import weights_dirs
+
+    manifest = load_manifest()
+    taken = set(manifest) | {spec.file for spec in manifest.values()}
+    found: dict[str, Path] = {}
+    for d in weights_dirs():
+        for suffix in NAMED_SUFFIXES:
+            for f in sorted(d.glob(f"*{suffix}")) if d.is_dir() else []:
+                if f.is_file() and f.stem not in taken and f.name not in taken:
+                    found.setdefault(f.stem, f)
+    return list(found.values())
 
 
 def load_manifest_default() -> str:

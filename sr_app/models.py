@@ -17,7 +17,7 @@ from torch import nn
 
 from gan_core.norm import apply_critic_norm
 
-__all__ = ["SRCritic", "SRGenerator", "generator_weights", "strip_prefixes"]
+__all__ = ["SRCritic", "SRGenerator", "check_finite", "count_parameters", "generator_weights", "luma", "strip_prefixes"]
 
 
 class _ResBlock(nn.Module):
@@ -175,3 +175,25 @@ def generator_weights(checkpoint: dict) -> tuple[dict, str]:
     """(SRGenerator state dict, its key) of an ``sr-train`` checkpoint: the EMA generator when present."""
     key = "G_ema" if "G_ema" in checkpoint else "G"
     return strip_prefixes(checkpoint[key]), key
+
+
+def check_finite(state: dict, where: str) -> None:
+    """ValueError naming the first tensor of ``state`` that holds NaN or Inf (the weights are unusable)."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise ValueError(
+            f"{where} has non-finite weights (NaN/Inf) in {bad[0]}{more}: the training diverged or the file is "
+            "damaged; refused"
+        )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (weights and biases; buffers not counted)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) luma with the BT.601 weights (0.299, 0.587, 0.114): how a network that
+    works in colour gives the output of a gray image (its three outputs are nearly equal)."""
+    return 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
