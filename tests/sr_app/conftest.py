@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,97 @@ def tiny_model(tmp_path_factory) -> Path:
               "name": "tiny-test"}  # fmt: skip
     (folder / "tiny.json").write_text(json.dumps(config))
     return folder / "tiny.safetensors"
+
+
+def _liven(model, gain: float = 5.0):
+    """Scale the last conv of a random-weight network and centre its bias: outputs spread over [0, 1] instead
+    of near-constant (RRDBNet's default init), so the comparisons below compare something."""
+    import torch
+
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.mul_(gain)
+        last.bias.fill_(0.5)
+    return model
+
+
+def _basicsr_names(state: dict) -> dict:
+    """An old-arch ESRGAN state dict (``model.N...``) under the key names of BasicSR's RRDBNet, the layout of
+    Real-ESRGAN's released ``RealESRGAN_x4plus.pth`` (``conv_first``, ``body.N.rdbM.convK``, ``conv_body``,
+    ``conv_up1``, ``conv_up2``, ``conv_hr``, ``conv_last``)."""
+    import re
+
+    out = {}
+    for k, v in state.items():
+        if g := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", k):
+            out[f"body.{g[1]}.rdb{g[2]}.conv{g[3]}.{g[4]}"] = v
+            continue
+        g = re.fullmatch(r"model\.(\d+)(\.sub\.\d+)?\.(weight|bias)", k)
+        name = (
+            "conv_body"
+            if g[2]
+            else {0: "conv_first", 3: "conv_up1", 6: "conv_up2", 8: "conv_hr", 10: "conv_last"}[int(g[1])]
+        )
+        out[f"{name}.{g[3]}"] = v
+    return out
+
+
+@pytest.fixture(scope="session")
+def community_models(tmp_path_factory) -> dict[str, Path]:
+    """Community SR models with random weights, built by the test from spandrel's own architecture classes in
+    tiny configurations (one block, 8-16 features) and saved the way their authors release them: Real-ESRGAN's
+    RRDBNet x4 (BasicSR key names inside ``params_ema``, .pth), an ESRGAN x2 with pixel-unshuffle (Real-ESRGAN
+    x2plus's design, old-arch keys, .safetensors), Real-ESRGAN Compact x4 (.safetensors), SwinIR x2
+    (``params``, .pth), a 1-channel Compact x2 (.pth), a 4-channel (RGBA) Compact x2 (.safetensors) and a 1x
+    Compact (restoration, .pth). The images they produce mean nothing; the tests compare them with spandrel's
+    own call API and with themselves (tiled, whole, per channel)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("community")
+    torch.manual_seed(7)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.meshgrid")  # SwinIR's construction
+        nets = _community_nets()
+    files = {}
+    for name, net in nets.items():
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        path = folder / name
+        if name == "rrdb_x4.pth":
+            torch.save({"params_ema": _basicsr_names(state)}, path)
+        elif name == "swinir_x2.pth":
+            torch.save({"params": state}, path)
+        elif path.suffix == ".pth":
+            torch.save(state, path)
+        else:
+            save_file(state, str(path))
+        files[path.stem] = path
+    return files
+
+
+def _community_nets() -> dict:
+    from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.ESRGAN import ESRGAN
+    from spandrel.architectures.SwinIR import SwinIR
+
+    return {
+        "rrdb_x4.pth": _liven(ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4)),
+        "rrdb_x2.safetensors": _liven(
+            ESRGAN(in_nc=12, out_nc=3, num_filters=8, num_blocks=1, scale=4, shuffle_factor=2)
+        ),
+        "compact_x4.safetensors": Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4),
+        "swinir_x2.pth": SwinIR(
+            img_size=16,
+            in_chans=3,
+            embed_dim=12,
+            depths=[2],
+            num_heads=[2],
+            window_size=8,
+            mlp_ratio=2.0,
+            upscale=2,
+            upsampler="pixelshuffledirect",
+        ),
+        "gray_x2.pth": Compact(num_in_ch=1, num_out_ch=1, num_feat=8, num_conv=2, upscale=2),
+        "rgba_x2.safetensors": Compact(num_in_ch=4, num_out_ch=4, num_feat=8, num_conv=2, upscale=2),
+        "restore_x1.pth": Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=1),
+    }
