@@ -45,7 +45,10 @@ __all__ = [
     "Outcome",
     "Summary",
     "collect_inputs",
+    "find_reference",
     "finish",
+    "load_metrics",
+    "measure_quality",
     "metric_functions",
     "prepare",
     "print_table",
@@ -182,6 +185,12 @@ def _reference_for(src: Path, ref_dir: Path, scale: int) -> Path | None:
     stems = [src.stem]
     if src.stem.lower().endswith(f"x{scale}"):
         stems.append(src.stem[: -len(f"x{scale}")])  # EDSR-style LR names: babyx4 -> baby
+    return find_reference(stems, ref_dir)
+
+
+def find_reference(stems: list[str], ref_dir: Path) -> Path | None:
+    """The first ``ref_dir/<stem><ext>`` that exists, for each stem in order and each of ``INPUT_EXTENSIONS``
+    (lower or upper case)."""
     for stem in stems:
         for ext in INPUT_EXTENSIONS:
             for cand in (ref_dir / f"{stem}{ext}", ref_dir / f"{stem}{ext.upper()}"):
@@ -190,7 +199,7 @@ def _reference_for(src: Path, ref_dir: Path, scale: int) -> Path | None:
     return None
 
 
-def _quality(out_pixels: np.ndarray, ref: LoadedImage | None, crop: int, niqe_fn, lpips_fn) -> dict:
+def measure_quality(out_pixels: np.ndarray, ref: LoadedImage | None, crop: int, niqe_fn, lpips_fn) -> dict:
     """PSNR-Y / SSIM-Y / LPIPS against ``ref`` and NIQE, as floats; NaN / Inf included (the caller drops them)."""
     from gan_core.metrics import psnr, ssim
 
@@ -214,15 +223,21 @@ def _quality(out_pixels: np.ndarray, ref: LoadedImage | None, crop: int, niqe_fn
 
 def metric_functions(opts: BatchOptions, log) -> tuple:
     """(NIQE, LPIPS) metric callables for this run (None where off or unavailable)."""
+    return load_metrics(opts.niqe, opts.ref_dir is not None, log)
+
+
+def load_metrics(niqe: bool, references: bool, log) -> tuple:
+    """(NIQE, LPIPS) metric callables: NIQE when ``niqe``, LPIPS when there are ``references`` and its AlexNet
+    trunk is present; None where off or unavailable (one line logged saying why)."""
     niqe_fn = lpips_fn = None
-    if opts.niqe:
+    if niqe:
         try:
             from gan_core.metrics.niqe import NIQE
 
             niqe_fn = NIQE()
         except Exception as e:
             log(f"warning: NIQE unavailable ({e}); continuing without it")
-    if opts.ref_dir is not None:
+    if references:
         from gan_core.metrics.lpips import LPIPS, lpips_available
 
         if lpips_available():
@@ -349,7 +364,7 @@ def _measure(src: Path, pixels: np.ndarray, row: dict, scale: int, opts: BatchOp
     if use_niqe is None and ref is None:
         return
     crop = round(opts.outscale or scale)
-    values = _quality(pixels.astype(np.float32) / top, ref, crop, use_niqe, lpips_fn)
+    values = measure_quality(pixels.astype(np.float32) / top, ref, crop, use_niqe, lpips_fn)
     undefined = [k for k, v in values.items() if not math.isfinite(v)]
     if undefined:
         why = "; NIQE needs larger images" if "niqe" in undefined else ""
@@ -389,12 +404,18 @@ def print_table(rows: list[dict], out=None) -> dict:
     return means
 
 
-def write_report(path: Path, summary: Summary, means: dict, meta: dict, overwrite: bool = False) -> None:
-    """Per-image rows, means and failures as JSON (with ``meta``) or CSV (by ``path``'s suffix), written
-    atomically; an existing ``path`` is replaced only with ``overwrite`` (else FileExistsError). An
-    interrupted run's report says so (JSON: ``interrupted`` and ``not_processed``; CSV: a last row)."""
+REPORT_COLUMNS = ("input", "output", "reference", "size_in", "size_out")  # sr-infer's CSV, before the metrics
+
+
+def write_report(
+    path: Path, summary: Summary, means: dict, meta: dict, overwrite: bool = False, columns=REPORT_COLUMNS
+) -> None:
+    """Per-image rows, means and failures as JSON (with ``meta``) or CSV (by ``path``'s suffix; ``columns``
+    then the metrics), written atomically; an existing ``path`` is replaced only with ``overwrite`` (else
+    FileExistsError). An interrupted run's report says so (JSON: ``interrupted`` and ``not_processed``; CSV:
+    a last row)."""
     if path.suffix.lower() == ".csv":
-        keys = ["input", "output", "reference", "size_in", "size_out", *METRIC_COLUMNS]
+        keys = [*columns, *METRIC_COLUMNS]
         buf = io.StringIO(newline="")
         w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -402,7 +423,7 @@ def write_report(path: Path, summary: Summary, means: dict, meta: dict, overwrit
             w.writerow(r)
         w.writerow({"input": "mean", **means})
         if summary.interrupted:
-            w.writerow({"input": "interrupted", "output": f"{len(summary.not_processed)} input(s) not processed"})
+            w.writerow({"input": "interrupted", keys[1]: f"{len(summary.not_processed)} input(s) not processed"})
         write_text(path, buf.getvalue(), overwrite=overwrite)
         return
     report = {
