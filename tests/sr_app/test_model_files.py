@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -206,3 +207,31 @@ def test_export_refuses_other_suffixes_and_other_checkpoints(tmp_path, sr_checkp
     assert export_main([str(tiny_model), str(tmp_path / "x.safetensors")]) == 2
     assert "is a released model (.safetensors), not an sr-train checkpoint" in capsys.readouterr().err
     assert not list(tmp_path.glob("x.*")) and not (tmp_path / "code-ran").exists()
+
+
+def test_an_exported_model_runs_by_name_from_a_weights_folder(clean_weights_env, sr_checkpoint, capsys, monkeypatch):
+    """sr-export into a folder, then -n NAME finds NAME.safetensors there without a manifest entry (by
+    --weights-dir or $SAN_WEIGHTS_DIR) and gives exactly what --weights PATH gives."""
+    wdir = clean_weights_env / "my-weights"
+    assert export_main([str(sr_checkpoint), str(wdir / "mine.safetensors")]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert hint == (
+        f"use it with: sr-infer --weights {wdir / 'mine.safetensors'} -i INPUT, or sr-infer --weights-dir {wdir} "
+        "-n mine -i INPUT (or set SAN_WEIGHTS_DIR)"
+    )
+    Image.fromarray(smooth_image(12, 16, 5)).save(clean_weights_env / "in.png")
+    base = ["-i", "in.png", "--no-niqe", "--precision", "fp32"]
+    assert infer_main([*base, "-o", "by-path", "--weights", str(wdir / "mine.safetensors")]) == 0
+    assert infer_main([*base, "-o", "by-dir", "-n", "mine", "--weights-dir", str(wdir)]) == 0
+    assert str(wdir / "mine.safetensors") in capsys.readouterr().err
+    monkeypatch.setenv("SAN_WEIGHTS_DIR", str(wdir))
+    assert infer_main([*base, "-o", "by-env", "-n", "mine"]) == 0
+    outs = [np.asarray(Image.open(clean_weights_env / d / "in_out.png")) for d in ("by-path", "by-dir", "by-env")]
+    assert outs[0].shape == (48, 64, 3) and all(np.array_equal(outs[0], o) for o in outs[1:])
+    # once in a weights folder, sr-export says -n NAME is enough
+    assert export_main([str(sr_checkpoint), str(wdir / "second")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"use it with: sr-infer -n second -i INPUT (found in {wdir})"
+    monkeypatch.setenv("SAN_WEIGHTS_DIR", "")
+    assert infer_main([*base, "-o", "none", "-n", "mine"]) == 2
+    err = _one_line_error(capsys.readouterr().err)
+    assert "unknown model 'mine'" in err and "no mine.safetensors or mine.pth in" in err
