@@ -245,7 +245,7 @@ def load_metrics(niqe: bool, references: bool, log) -> tuple:
         else:
             log(
                 "note: LPIPS skipped: its AlexNet trunk (alexnet-owt-7be5be79.pth) is not in weights/ "
-                "or the torch hub cache"
+                "or the torch hub cache (get it with: san-weights fetch alexnet)"
             )
     return niqe_fn, lpips_fn
 

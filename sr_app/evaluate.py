@@ -71,7 +71,10 @@ def evaluate_datasets(upscaler, folders: list[Path], niqe: bool = True, lpips: b
     if lpips is None:
         lpips = lpips_available()
         if not lpips:
-            log("note: LPIPS skipped (alexnet-owt-7be5be79.pth not in weights/ or the torch hub cache)")
+            log(
+                "note: LPIPS skipped (alexnet-owt-7be5be79.pth not in weights/ or the torch hub cache; "
+                "get it with: san-weights fetch alexnet)"
+            )
     lpips_fn = LPIPS() if lpips else None
     s = upscaler.scale
     out = {"protocol": PROTOCOL, "model": upscaler.name, "model_file": getattr(upscaler, "source", ""),

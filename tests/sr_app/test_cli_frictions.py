@@ -15,6 +15,7 @@ from PIL import Image
 
 from gan_core.image_io import read_image, write_image
 from gan_core.metrics import psnr, ssim
+from gan_core.metrics.lpips import lpips_available
 from sr_app.cli import infer_main
 from sr_app.metrics_cli import main as metrics_main
 from sr_app.metrics_cli import reference_stems
@@ -105,6 +106,14 @@ def test_sr_metrics_gives_sr_infers_numbers_over_two_folders(tmp_path, tiny_mode
     head = cap.out.splitlines()[0].split()
     assert head[:4] == ["image", "PSNR-Y", "SSIM-Y", "NIQE"] and cap.out.splitlines()[-1].startswith("mean")
     assert "sr-metrics: 1 measured, 0 failed" in cap.err
+    if lpips_available():
+        assert "LPIPS" in head
+    else:  # without its AlexNet trunk: left out with one note saying how to get it
+        notes = [line for line in cap.err.splitlines() if "LPIPS" in line and "metrics" not in line]
+        assert notes == [
+            "note: LPIPS skipped: its AlexNet trunk (alexnet-owt-7be5be79.pth) is not in weights/ or the torch "
+            "hub cache (get it with: san-weights fetch alexnet)"
+        ]
     by_infer = {Path(r["output"]).name: r for r in json.loads((tmp_path / "infer.json").read_text())["images"]}
     rows = json.loads(report.read_text())["images"]
     assert [Path(r["input"]).name for r in rows] == ["a_out.png"] and Path(rows[0]["reference"]).name == "a.png"
