@@ -12,6 +12,7 @@ from gan_core.version import add_version_argument
 from .cli_args import (
     MODEL_LOAD_ERRORS,
     add_model_arguments,
+    add_real_esrgan_answers,
     apply_weights_dir,
     check_report_argument,
     number,
@@ -182,6 +183,7 @@ def _infer_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-models", action="store_true",
                    help="list the models of the weights folders (manifest entries and NAME.safetensors / NAME.pth "
                    "files) and exit")  # fmt: skip
+    add_real_esrgan_answers(p)
     return p
 
 

@@ -3,7 +3,9 @@
 Every bad value is an argparse usage error (exit 2, one line naming the option) before any work. The
 option spellings of Real-ESRGAN's ``inference_realesrgan.py`` are accepted beside ours where they mean the
 same (``--model_path``, ``--model_name``, ``--tile_pad``; ``-s/--outscale``, ``--suffix``, ``--fp32``,
-``-g/--gpu-id`` and ``--ext`` are spelled alike already).
+``-g/--gpu-id`` and ``--ext`` are spelled alike already); its options without an equivalent here
+(``--face_enhance``, ``-dn/--denoise_strength``, ``--pre_pad``, ``--alpha_upsampler realesrgan``) are usage
+errors that say why in one line (:func:`add_real_esrgan_answers`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 __all__ = [
     "MODEL_LOAD_ERRORS",
     "add_model_arguments",
+    "add_real_esrgan_answers",
     "add_weights_dir_argument",
     "apply_weights_dir",
     "check_report_argument",
@@ -37,6 +40,46 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    "(.pth / .safetensors of any architecture spandrel recognises: ESRGAN, Real-ESRGAN Compact, "
                    "SwinIR, HAT, ...)")  # fmt: skip
     add_weights_dir_argument(p)
+
+
+_REAL_ESRGAN_ONLY = {  # option strings -> (nargs, why sr-infer has no such option)
+    ("--face_enhance",): (
+        0,
+        "Real-ESRGAN's GFPGAN face restoration is not part of sr-infer; run a face model on the outputs",
+    ),
+    ("-dn", "--denoise_strength"): (
+        1,
+        "realesr-general-x4v3's blend of two weight files is not supported; pass one model file (--weights)",
+    ),
+    ("--pre_pad",): (
+        1,
+        "not needed: sr-infer pads every image and tile with reflected context itself (--tile-pad for tiles)",
+    ),
+}
+
+
+class _Unsupported(argparse.Action):
+    """A Real-ESRGAN option sr-infer does not have: a one-line usage error that says why."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.dest == "alpha_upsampler":
+            if values == "bicubic":
+                return  # what sr-infer does anyway
+            parser.error(f"{option_string} {values}: alpha is always upscaled by bicubic interpolation here (colour "
+                         "under transparent pixels is bled first); only 'bicubic' is accepted")  # fmt: skip
+        parser.error(f"{option_string}: {self.help_text}")
+
+    def __init__(self, *args, help_text: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_text = help_text
+
+
+def add_real_esrgan_answers(p: argparse.ArgumentParser) -> None:
+    """Real-ESRGAN's options with no equivalent here: hidden, each a one-line usage error that says why
+    (``--alpha_upsampler bicubic`` is accepted: it is what sr-infer does)."""
+    for flags, (nargs, why) in _REAL_ESRGAN_ONLY.items():
+        p.add_argument(*flags, nargs=nargs, action=_Unsupported, help_text=why, help=argparse.SUPPRESS)
+    p.add_argument("--alpha_upsampler", action=_Unsupported, help=argparse.SUPPRESS)
 
 
 def add_weights_dir_argument(p: argparse.ArgumentParser) -> None:

@@ -62,6 +62,23 @@ def test_real_esrgan_spellings_are_accepted(tmp_path, tiny_model, capsys):
     assert info.value.code == 2 and "give --weights or -n/--model, not both" in capsys.readouterr().err
 
 
+def test_real_esrgan_options_without_an_equivalent_say_why(tmp_path, tiny_model, capsys):
+    base = ["-i", str(tmp_path), "--weights", str(tiny_model)]
+    for extra, why in ((["--face_enhance"], "--face_enhance: Real-ESRGAN's GFPGAN face restoration is not part"),
+                       (["-dn", "0.5"], "-dn: realesr-general-x4v3's blend of two weight files is not supported"),
+                       (["--pre_pad", "10"], "--pre_pad: not needed: sr-infer pads every image and tile"),
+                       (["--alpha_upsampler", "realesrgan"], "--alpha_upsampler realesrgan: alpha is always "
+                        "upscaled by bicubic interpolation")):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            infer_main([*base, *extra])
+        err = capsys.readouterr().err.splitlines()
+        assert info.value.code == 2 and err[-1].startswith(f"sr-infer: error: {why}"), err[-1]
+    Image.fromarray(smooth_image(8, 8, 3)).save(tmp_path / "x.png")
+    out = tmp_path / "o"
+    assert infer_main([*base, "-o", str(out), "--alpha_upsampler", "bicubic", "--no-niqe"]) == 0  # what we do anyway
+    assert (out / "x_out.png").is_file()
+
+
 def test_quality_of_jpeg_and_webp_outputs(tmp_path, tiny_model, capsys):
     src = tmp_path / "in"
     src.mkdir()
