@@ -135,9 +135,11 @@ def _to_unit(arr: np.ndarray, dtype, what: str) -> tuple[np.ndarray, type]:
     if arr.dtype in _INT_TOP:
         return arr.astype(np.float32) / np.float32(_INT_TOP[arr.dtype]), arr.dtype.type
     if not np.issubdtype(arr.dtype, np.floating):
+        article = "an" if what[0] in "aeiou" else "a"
+        example = "x.to(torch.uint16)" if what == "tensor" else "x.astype(np.uint16)"
         raise TypeError(
-            f"a {what} of dtype {_name(dtype)} has no single meaning as an image: give uint8 (0-255), uint16 "
-            "(0-65535) or floats in [0, 1] (e.g. x.astype(np.uint16) for 16-bit values held in int32)"
+            f"{article} {what} of dtype {_name(dtype)} has no single meaning as an image: give uint8 (0-255), uint16 "
+            f"(0-65535) or floats in [0, 1] (e.g. {example} for 16-bit values held in int32)"
         )
     lo, hi = float(np.min(arr)), float(np.max(arr))
     if not (np.isfinite(lo) and np.isfinite(hi)):
