@@ -35,12 +35,12 @@ def worker(precision: str, batch: int, rounds: int, vgg_path: str) -> None:
 
     tune_cpu_allocator()
     torch.manual_seed(0)
-    cfg = load_config(SRTrainConfig, None, [f"loss.vgg_weights={vgg_path}"])
+    cfg = load_config(SRTrainConfig, None, [f"loss.vgg_weights_file={vgg_path}"])
     bf16 = precision == "bf16"
     rt = Runtime(torch.device("cpu"), torch.bfloat16 if bf16 else None, bf16, gdist.DistInfo())
     fmt = torch.channels_last if bf16 else torch.contiguous_format
     G = build_generator(cfg).to(memory_format=fmt).train()
-    D = build_critic(cfg, seed=1).to(memory_format=fmt).train()
+    D = build_critic(cfg, crop_seed=1).to(memory_format=fmt).train()
     vgg = VGG19Features(("conv5_4",), vgg_path).to(memory_format=fmt)
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.9))

@@ -6,12 +6,18 @@ dicts, optimizer and scheduler states, step, RNG states as uint8 tensors), so
 temporary name in the same folder, flushed and fsync'ed, then renamed: a crash never leaves a partial
 ``step_*.pt``. ``is_valid_checkpoint`` checks the zip container and every member's CRC, which detects
 truncated or corrupted files without unpickling them.
+
+Every ``torch.load`` of a user's file goes through :func:`safe_torch_load`: a file that would need
+anything but tensors and plain data (a pickle naming ``os.system``, say) is refused in one line,
+``<file> is not a safe checkpoint: ...``, and nothing in it runs.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -27,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "resume_state",
     "rng_state",
+    "safe_torch_load",
     "set_rng_state",
 ]
 
@@ -51,14 +58,52 @@ def is_valid_checkpoint(path: str | Path) -> bool:
         return False
 
 
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+_OPERAND_RE = re.compile(r"Unsupported operand (\d+)")
+
+
+def safe_torch_load(path: str | Path, map_location="cpu"):
+    """``torch.load`` restricted to tensors and plain data (``weights_only``): no code in the file runs.
+
+    Raises:
+        ValueError: one line, ``<path> is not a safe checkpoint: ...`` when the file needs anything else
+            (what it names is quoted; PyTorch's advice to load it unrestricted is not repeated), or
+            ``<path> cannot be read as a PyTorch file: ...``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # legacy files: noise
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found, operand = _GLOBAL_RE.search(str(e)), _OPERAND_RE.search(str(e))
+        if found:
+            what = f"it names {found.group(1)}, which loading would import and call"
+        elif operand:
+            what = f"it is not a pickle of tensors and plain data (pickle opcode {operand.group(1)} refused)"
+        else:
+            what = "it holds objects other than tensors and plain data"
+        raise ValueError(f"{path} is not a safe checkpoint: {what}; nothing in it was run") from None
+    except (RuntimeError, EOFError, OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
+        lines = str(e).strip().splitlines()
+        reason = f"{type(e).__name__}: {lines[0]}" if lines else f"{type(e).__name__} (empty or cut short?)"
+        raise ValueError(f"{path} cannot be read as a PyTorch file: {reason}") from None
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint dict with ``weights_only=True``; a clear error for unusable files."""
+    """Load a checkpoint dict through :func:`safe_torch_load`; a one-line error for unusable files.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: truncated / corrupt (zip or CRC check), not a safe checkpoint, or not a dict.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if not is_valid_checkpoint(path):
-        raise ValueError(f"checkpoint {path} is truncated or corrupt (zip/CRC check failed)")
-    obj = torch.load(path, map_location=map_location, weights_only=True)
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt, or not a PyTorch zip archive (zip/CRC check failed)"
+        )
+    obj = safe_torch_load(path, map_location=map_location)
     if not isinstance(obj, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict")
     return obj
@@ -105,15 +150,19 @@ class CheckpointManager:
 
 
 def resume_state(
-    ckpts: CheckpointManager, resume: str | None, fmt: str, config: dict, mutable: tuple[str, ...] = ()
+    ckpts: CheckpointManager, resume: str | None, fmt: str, config, mutable: tuple[str, ...] = ()
 ) -> tuple[Path | None, dict | None]:
     """The checkpoint a training run starts from, checked: (path, contents), or (None, None) for a fresh run.
 
     ``resume``: None (fresh; refuses a folder that already has step checkpoints), ``"auto"`` (the newest
     valid one, or fresh when there is none) or a path. The checkpoint must have format ``fmt`` and a
     config equal to ``config`` except for the ``mutable`` keys; otherwise ValueError lists the differences.
+    ``config``: the run's config dataclass (the checkpoint's config, saved perhaps under older key names, is
+    migrated to today's with ``migrate_config``, and returned so) or its plain dict (compared as saved).
     """
-    from .config import config_differences
+    import dataclasses
+
+    from .config import config_differences, migrate_config, to_dict
 
     if resume is None and any(ckpts.folder.glob("step_*.pt")):
         raise FileExistsError(
@@ -125,6 +174,9 @@ def resume_state(
     state = load_checkpoint(path)
     if state.get("format") != fmt:
         raise ValueError(f"{path} is not a {fmt} checkpoint (format {state.get('format')!r})")
+    if dataclasses.is_dataclass(config):
+        state["config"] = migrate_config(type(config), state["config"])
+        config = to_dict(config)
     diffs = config_differences(config, state["config"], mutable)
     if diffs:
         raise ValueError("config differs from the checkpoint's:\n  " + "\n  ".join(diffs))

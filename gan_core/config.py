@@ -6,6 +6,10 @@
   ``__post_init__`` (which raises ``ConfigError`` with the dotted key).
 * ``to_dict`` / ``save_yaml`` give the resolved config, stored in every run directory and checkpoint;
   ``from_dict`` rebuilds it.
+* Keys that were renamed or removed stay listed in the dataclass that held them (class attributes
+  ``renamed_keys = {"old": "new"}`` and ``removed_keys = {"old": "why"}``): user input (YAML, ``--set``)
+  with an old key is refused with a message that gives the new name; configs saved before the change
+  (checkpoints, released-model JSONs) are read through ``migrate_config``, which renames and drops them.
 
 No ``exec``, no class names in strings: a config is plain data.
 """
@@ -26,6 +30,7 @@ __all__ = [
     "config_differences",
     "from_dict",
     "load_config",
+    "migrate_config",
     "require",
     "require_betas",
     "require_device",
@@ -142,18 +147,57 @@ def _coerce(value: Any, tp, key: str) -> Any:
     raise bad
 
 
+def _unknown_key(cls, key: str, prefix: str) -> ConfigError:
+    """The error for a key ``cls`` does not have: renamed (gives the new name), removed (says why), unknown."""
+    where = f"{prefix}." if prefix else ""
+    renamed = getattr(cls, "renamed_keys", {})
+    removed = getattr(cls, "removed_keys", {})
+    if key in renamed:
+        return ConfigError(f"config key {where}{key} was renamed: use {where}{renamed[key]}")
+    if key in removed:
+        return ConfigError(f"config key {where}{key} was removed: {removed[key]}")
+    return ConfigError(
+        f"unknown config key {where}{key}; allowed keys{' under ' + prefix if prefix else ''}: "
+        + ", ".join(_fields(cls))
+    )
+
+
+def migrate_config(cls: type, data: dict) -> dict:
+    """A config dict saved by an older version (checkpoint, released-model JSON) in today's key names.
+
+    Walks ``data`` along the dataclass ``cls``: a key listed in a dataclass's ``renamed_keys`` is moved
+    to its new name (unless the new name is present too, which wins), one in ``removed_keys`` is dropped.
+    Everything else is kept as it is (``from_dict`` still refuses unknown keys). ``data`` is not modified.
+    Example (SR): ``{"loss": {"feature_weight": 0.5}, "optim": {"d_steps_per_g": 1}}`` becomes
+    ``{"loss": {"vgg_loss_weight": 0.5}, "optim": {}}``.
+    """
+    if not isinstance(data, dict):
+        return data
+    fields = _fields(cls)
+    renamed = getattr(cls, "renamed_keys", {})
+    removed = getattr(cls, "removed_keys", {})
+    out: dict = {}
+    for key, value in data.items():
+        if key in removed and key not in fields:
+            continue
+        if key in renamed and key not in fields:
+            if renamed[key] in data:
+                continue
+            key = renamed[key]
+        tp = fields[key][1] if key in fields else None
+        out[key] = migrate_config(tp, value) if tp is not None and dataclasses.is_dataclass(tp) else value
+    return out
+
+
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (partial) nested dict; unknown keys raise ConfigError."""
+    """Build dataclass ``cls`` from a (partial) nested dict; unknown, renamed or removed keys raise
+    ConfigError (a saved config goes through ``migrate_config`` first)."""
     fields = _fields(cls)
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     unknown = [k for k in data if k not in fields]
     if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown config key {where}{unknown[0]}; allowed keys{' under ' + prefix if prefix else ''}: "
-            + ", ".join(fields)
-        )
+        raise _unknown_key(cls, unknown[0], prefix)
     kwargs = {}
     for name, value in data.items():
         _, tp = fields[name]
@@ -234,15 +278,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def _check_keys(cls, data: dict, prefix: str) -> None:
-    """Unknown keys anywhere in ``data`` (before merging, so the error names what the user wrote)."""
+    """Unknown, renamed or removed keys anywhere in ``data`` (before merging, so the error names what the
+    user wrote)."""
     fields = _fields(cls)
     for k, v in data.items():
         if k not in fields:
-            where = f"{prefix}." if prefix else ""
-            raise ConfigError(
-                f"unknown config key {where}{k}; allowed keys{' under ' + prefix if prefix else ''}: "
-                + ", ".join(fields)
-            )
+            raise _unknown_key(cls, k, prefix)
         tp = fields[k][1]
         if dataclasses.is_dataclass(tp) and isinstance(v, dict):
             _check_keys(tp, v, f"{prefix}.{k}" if prefix else k)
@@ -269,6 +310,8 @@ def config_differences(now: dict, saved: dict, mutable: tuple[str, ...] = (), pr
     """Keys whose values differ between two config dicts (e.g. a resumed run and its checkpoint).
 
     ``mutable``: keys (``"train.steps"``) or prefixes ending in ``.`` (``"log."``) allowed to differ.
+    A ``saved`` config from an older version must be passed through ``migrate_config`` first
+    (``gan_core.checkpoint.resume_state`` does).
     """
     out = []
     for k in sorted(set(now) | set(saved)):

@@ -11,12 +11,17 @@ leaves a partial output. 8-bit images go through Pillow (values rounded, not tru
 through a small streaming PNG writer (Pillow cannot write 16-bit RGB). Alpha is never written into
 formats without it (JPEG, BMP): the caller gets an error instead.
 
+Only still images are read: an animated GIF / PNG / WebP or a multi-page TIFF is an ``ImageError`` naming
+its frame count (never silently its first frame). A camera's multi-picture JPEG (MPO) and a layered PSD
+are read as their primary image.
+
 Every failure is an ``ImageError`` naming the file and the reason.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,21 +35,26 @@ from .buffers import large_empty
 __all__ = [
     "ALPHA_FORMATS",
     "IMAGE_EXTENSIONS",
+    "INPUT_EXTENSIONS",
     "ImageError",
     "LoadedImage",
     "format_for",
     "list_images",
     "pil_to_pixels",
     "pixels_to_pil",
+    "probe_size",
     "read_image",
     "write_image",
     "write_png16",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what folders are searched for
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what training / translate search folders for
+INPUT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif", ".tif", ".tiff")  # what sr-infer searches folders for
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 _EXT_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                ".tif": "TIFF", ".tiff": "TIFF"}  # fmt: skip
+_MULTI_FRAME = {"GIF": ("animated GIF", "frames"), "PNG": ("animated PNG", "frames"),
+                "WEBP": ("animated WebP", "frames"), "TIFF": ("multi-page TIFF", "pages")}  # fmt: skip
 
 
 class ImageError(ValueError):
@@ -114,6 +124,20 @@ def _read_png16(path: Path, im: Image.Image) -> LoadedImage:
     return LoadedImage(arr, 16, im.info.get("icc_profile"), exif.tobytes() if len(exif) else None, "PNG")
 
 
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_unchecked(path: Path) -> Image.Image:
+    """``Image.open`` without Pillow's decompression-bomb limit: the callers apply their own, with a clear
+    message. The global limit is lifted only under a lock, for the header read, so threads can decode."""
+    with _OPEN_LOCK:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
     """Decode an image file (see module docstring). Raises ImageError for every unusable file."""
     path = Path(path)
@@ -122,40 +146,41 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
             raise ImageError(f"{path}: not a file")
         if path.stat().st_size == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
-        limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a clear message
-        try:
-            with Image.open(path) as im:
-                w, h = im.size
-                if max_pixels and w * h > max_pixels:
-                    raise ImageError(
-                        f"{path}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds the limit of {max_pixels / 1e6:.1f} MP "
-                        "(--max-pixels; a decompression bomb or simply too large)"
-                    )
-                fmt = im.format or "PNG"
-                header = _png_header(path) if fmt == "PNG" else None
-                if header and header[0] == 16:
-                    return _read_png16(path, im)
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                icc = im.info.get("icc_profile")
-                exif = im.getexif()
-                exif.pop(0x0112, None)
-                exif_bytes = exif.tobytes() if len(exif) else None
-                if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                    arr = np.asarray(im, dtype=np.float32)[..., None] / 65535.0
-                    return LoadedImage(arr, 16, icc, exif_bytes, fmt)
-                if im.mode in ("I", "F"):
-                    a = np.asarray(im, dtype=np.float64)
-                    top = 65535.0 if a.max() > 255 else 255.0
-                    arr = np.clip(a / top, 0, 1)[..., None].astype(np.float32)
-                    return LoadedImage(arr, 16, icc, exif_bytes, fmt)
-                if im.mode == "CMYK":
-                    icc = None  # a CMYK profile does not describe the RGB pixels we return
-                arr, converted = pil_to_pixels(im)
-                return LoadedImage(arr, 8, icc, exif_bytes, fmt, converted)
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
+        with _open_unchecked(path) as im:
+            w, h = im.size
+            if max_pixels and w * h > max_pixels:
+                raise ImageError(
+                    f"{path}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds the limit of {max_pixels / 1e6:.1f} MP "
+                    "(--max-pixels; a decompression bomb or simply too large)"
+                )
+            fmt = im.format or "PNG"
+            if fmt in _MULTI_FRAME and getattr(im, "is_animated", False):
+                kind, unit = _MULTI_FRAME[fmt]
+                raise ImageError(
+                    f"{path}: {kind} with {im.n_frames} {unit}: only still images are read; "
+                    f"save the {unit[:-1]} you want as its own image first"
+                )
+            header = _png_header(path) if fmt == "PNG" else None
+            if header and header[0] == 16:
+                return _read_png16(path, im)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            icc = im.info.get("icc_profile")
+            exif = im.getexif()
+            exif.pop(0x0112, None)
+            exif_bytes = exif.tobytes() if len(exif) else None
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                arr = np.asarray(im, dtype=np.float32)[..., None] / 65535.0
+                return LoadedImage(arr, 16, icc, exif_bytes, fmt)
+            if im.mode in ("I", "F"):
+                a = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if a.max() > 255 else 255.0
+                arr = np.clip(a / top, 0, 1)[..., None].astype(np.float32)
+                return LoadedImage(arr, 16, icc, exif_bytes, fmt)
+            if im.mode == "CMYK":
+                icc = None  # a CMYK profile does not describe the RGB pixels we return
+            arr, converted = pil_to_pixels(im)
+            return LoadedImage(arr, 8, icc, exif_bytes, fmt, converted)
     except ImageError:
         raise
     except Exception as e:
@@ -165,6 +190,16 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
         elif isinstance(e, OSError) and "truncated" in str(e).lower():
             reason = f"truncated or corrupt image data ({e})"
         raise ImageError(f"{path}: {reason}") from None
+
+
+def probe_size(path: str | Path) -> int:
+    """Width x height from the file's header without decoding it (0 when it cannot be read): for planning
+    memory before ``read_image``, which does the real checks."""
+    try:
+        with _open_unchecked(path) as im:
+            return int(im.size[0]) * int(im.size[1])
+    except Exception:
+        return 0
 
 
 def pil_to_pixels(im: Image.Image) -> tuple[np.ndarray, str]:
@@ -232,13 +267,14 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
-    """Image files (png/jpg/jpeg/bmp/webp, any case) under ``root``, sorted."""
+def list_images(root: str | Path, recursive: bool = True, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Files under ``root`` whose lower-case suffix is in ``extensions`` (default png/jpg/jpeg/bmp/webp),
+    sorted."""
     root = Path(root)
     if root.is_file():
-        return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
+        return [root] if root.suffix.lower() in extensions else []
     it = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in extensions)
 
 
 def format_for(path: str | Path) -> str:

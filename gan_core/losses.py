@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import safe_torch_load
 from .weights import resolve_weights
 
 __all__ = [
@@ -85,7 +86,7 @@ class VGG19Features(nn.Module):
         self.indices = [VGG19_LAYERS[n] for n in layers]
         last = max(self.indices)
         path = resolve_weights(weights)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path)  # one-line refusal of unsafe or unreadable files
         feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         net = vgg19(weights=None).features[: last + 1]
         expected = set(net.state_dict())

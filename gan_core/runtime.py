@@ -11,6 +11,7 @@ a peak. Set ``SAN_GAN_NO_MALLOC_TUNING=1`` to leave the allocator alone.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.nn.utils import parametrize
 
 from .distributed import DistInfo, init_distributed
 
@@ -96,12 +98,14 @@ def autocast_dtype(precision: str, device: torch.device, allow_fp16: bool = True
 
 @dataclasses.dataclass
 class Runtime:
-    """Where and how a training step runs: device, autocast dtype (None = fp32), memory format, ranks."""
+    """Where and how a training step runs: device, autocast dtype (None = fp32), memory format, ranks, and
+    whether the step's networks are compiled (``train.compile``, :mod:`gan_core.compilation`)."""
 
     device: torch.device
     amp: torch.dtype | None
     channels_last: bool
     info: DistInfo
+    compiled: bool = False
 
     def autocast(self):
         return autocast(self.device, self.amp)
@@ -110,13 +114,26 @@ class Runtime:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def cached_weights(self):
+        """Context for several critic calls of one step. Eager: ``parametrize.cached()``, each normalized
+        weight computed once for all the calls. Compiled: nothing; the normalization is a fused multiply in
+        each compiled call, and tracing the parametrization cache (a global dict) would compile every
+        critic graph twice (cache empty / filled)."""
+        return contextlib.nullcontext() if self.compiled else parametrize.cached()
 
-def training_runtime(device: str, precision: str, channels_last: bool) -> Runtime:
+    def begin_step(self) -> None:
+        """Mark a new training iteration: with compiled networks on CUDA (CUDA graphs), tells the
+        cudagraph trees that the previous iteration's outputs are dead; nothing otherwise."""
+        if self.compiled and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+
+
+def training_runtime(device: str, precision: str, channels_last: bool, compiled: bool = False) -> Runtime:
     """The Runtime of a training loop: torchrun's process group when launched by it (else one process),
-    the autocast dtype for ``precision`` (bf16 or fp32; fp16 would need a loss scaler), channels_last, and
-    on CPU the allocator tuning of ``tune_cpu_allocator``."""
+    the autocast dtype for ``precision`` (bf16 or fp32; fp16 would need a loss scaler), channels_last,
+    ``compiled`` (``train.compile``), and on CPU the allocator tuning of ``tune_cpu_allocator``."""
     info = init_distributed(device)
-    rt = Runtime(info.device, autocast_dtype(precision, info.device, allow_fp16=False), channels_last, info)
+    rt = Runtime(info.device, autocast_dtype(precision, info.device, allow_fp16=False), channels_last, info, compiled)
     if info.device.type == "cpu":
         tune_cpu_allocator()
     return rt

@@ -1,8 +1,10 @@
 """One resolver for every weight file the project needs (pretrained feature nets, released models).
 
 Order (ECOSYSTEM.md 3.6): an explicit path; then the logical name looked up in ``weights/manifest.json``
-(file, sha256, size, source URL, licence) inside the weights folders (``$SAN_WEIGHTS_DIR`` if set, else
-``./weights`` and this repository's ``weights/``); then the torch hub cache
+(file, sha256, size, source URL, licence) inside the weights folders (``$SAN_WEIGHTS_DIR`` when set, which
+``--weights-dir DIR`` of the CLIs sets through :func:`use_weights_dir`, then this repository's
+``weights/``; never ``./weights`` unless asked, so a folder in the current directory cannot swap a model
+behind the user's back); then the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``, where torchvision puts the same files); then a download from the
 manifest URL when the machine is online (into the hub cache through a temporary file, SHA-256 checked
 before the atomic rename). Files found by name are always SHA-256 checked; a mismatch is an error, never
@@ -28,14 +30,17 @@ from .atomic import atomic_write
 __all__ = [
     "WeightSpec",
     "WeightsError",
+    "default_model_name",
     "load_manifest",
     "resolve_weights",
     "sha256_file",
+    "use_weights_dir",
     "weights_dirs",
     "weights_status",
 ]
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS_DIR_ENV = "SAN_WEIGHTS_DIR"
 
 
 class WeightsError(FileNotFoundError):
@@ -56,13 +61,30 @@ class WeightSpec:
 
 
 def weights_dirs() -> list[Path]:
-    """Folders searched by logical name, in order: ``$SAN_WEIGHTS_DIR``, ``./weights``, the repository's."""
-    env = os.environ.get("SAN_WEIGHTS_DIR")
+    """Folders searched by logical name, in order: ``$SAN_WEIGHTS_DIR`` (when set), the repository's.
+
+    The current directory is never searched implicitly: ``./weights`` counts only when the user names it
+    (``--weights-dir weights`` or ``SAN_WEIGHTS_DIR=weights``)."""
+    env = os.environ.get(WEIGHTS_DIR_ENV)
     out: list[Path] = []
-    for d in ([Path(env)] if env else []) + [Path.cwd() / "weights", REPO_WEIGHTS]:
+    for d in ([Path(env).absolute()] if env else []) + [REPO_WEIGHTS]:
         if d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out
+
+
+def use_weights_dir(folder: str | os.PathLike) -> Path:
+    """Search ``folder`` first for the rest of this process (what ``--weights-dir`` does): it becomes
+    ``$SAN_WEIGHTS_DIR``, so every resolver (models, feature nets, ``san-weights``) and child process sees it.
+
+    Raises:
+        ValueError: ``folder`` is not an existing folder.
+    """
+    path = Path(folder).absolute()
+    if not path.is_dir():
+        raise ValueError(f"weights folder not found: {folder}")
+    os.environ[WEIGHTS_DIR_ENV] = str(path)
+    return path
 
 
 def hub_checkpoints_dir() -> Path:
@@ -79,10 +101,36 @@ def load_manifest() -> dict[str, WeightSpec]:
         if path in seen or not path.is_file():
             continue
         seen.add(path)
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _read_manifest(path)
         for name, entry in data.get("weights", {}).items():
-            specs[name] = WeightSpec(name=name, **entry)
+            try:
+                specs[name] = WeightSpec(name=name, **entry)
+            except TypeError as e:
+                raise WeightsError(f"{path}: entry {name!r} is malformed ({e})") from None
     return specs
+
+
+def _read_manifest(path: Path) -> dict:
+    """A manifest file's JSON object; WeightsError (one line) when it cannot be read or parsed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path} is not a readable JSON manifest: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("weights", {}), dict):
+        raise WeightsError(f"{path} is not a weights manifest (expected {{'weights': {{name: entry}}}})")
+    return data
+
+
+def default_model_name(key: str = "default_sr_model") -> str:
+    """The logical name stored under ``key`` in the first manifest that has it (``$SAN_WEIGHTS_DIR``'s, then
+    the repository's). Raises WeightsError when none has it."""
+    for d in weights_dirs():
+        m = d / "manifest.json"
+        if m.is_file():
+            name = _read_manifest(m).get(key)
+            if name:
+                return str(name)
+    raise WeightsError(f"no default model: no manifest.json in {', '.join(map(str, weights_dirs()))} has {key!r}")
 
 
 _VERIFIED: dict[tuple[str, int, float], str] = {}

@@ -1,28 +1,35 @@
 """sr-infer's batch logic: inputs -> outputs, one file at a time, never stopping the batch or losing data.
 
-Every input is processed independently: an unreadable, truncated, empty, non-image or too-large file
-gives one error line naming it and the reason, and the batch goes on; the exit status is non-zero when
-any file failed. Outputs are written atomically, an output path equal to an input path is refused, two
-inputs that would write the same output are refused, and an existing output is kept unless
-``--overwrite`` (or skipped with ``--skip-existing``).
+Every input is processed independently: an unreadable, truncated, empty, non-image, animated or too-large
+file, or one whose output would be too large, gives one error line naming it and the reason (before any
+upscaling), and the batch goes on; the exit status is non-zero when any file failed. Outputs are written
+atomically and never replace an existing file without ``--overwrite``: not one that existed at the start
+(an error, or skipped with ``--skip-existing``), and not one that appeared while this run was working,
+e.g. written by another run into the same folder (the final step refuses to replace it). An output path
+equal to an input path is refused, and two inputs that would write the same output are refused.
+A stop request (Ctrl-C) ends the batch after the current file; the summary says what was not processed.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
+import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from gan_core.atomic import remove_stale_temporaries, write_text
 from gan_core.image_io import (
     ALPHA_FORMATS,
-    IMAGE_EXTENSIONS,
+    INPUT_EXTENSIONS,
     ImageError,
     LoadedImage,
     format_for,
@@ -31,9 +38,24 @@ from gan_core.image_io import (
     write_image,
 )
 
-__all__ = ["BatchOptions", "collect_inputs", "run_batch"]
+__all__ = [
+    "BatchOptions",
+    "Inputs",
+    "Job",
+    "Outcome",
+    "Summary",
+    "collect_inputs",
+    "finish",
+    "metric_functions",
+    "prepare",
+    "print_table",
+    "remove_leftover_temporaries",
+    "write_report",
+]
 
 _FORMAT_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}  # output name per format
+_SEARCHED = ", ".join(e[1:] for e in INPUT_EXTENSIONS)
+_NAMES_SHOWN = 3  # names listed in a note about skipped files
 
 
 @dataclass
@@ -43,8 +65,8 @@ class BatchOptions:
     ext: str = "auto"  # auto | png | jpg | webp
     skip_existing: bool = False
     overwrite: bool = False
-    outscale: float | None = None
-    max_pixels: int = 100_000_000
+    outscale: float | None = None  # None: the network's scale; else a finite number > 0 (checked by the Upscaler)
+    max_pixels: int = 100_000_000  # inputs above are refused, outputs above max_pixels * scale**2 too
     ref_dir: Path | None = None
     niqe: bool = True
     niqe_max_pixels: int = 4_000_000  # NIQE works in float64 (~400 bytes per pixel): skipped above this
@@ -52,21 +74,30 @@ class BatchOptions:
 
 @dataclass
 class Summary:
-    done: int = 0
-    skipped: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    rows: list[dict] = field(default_factory=list)
+    done: int = 0  # outputs written
+    skipped: int = 0  # outputs left alone (--skip-existing)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, message)
+    rows: list[dict] = field(default_factory=list)  # one per output written: paths, sizes, finite metrics
+    interrupted: bool = False
+    not_processed: list[str] = field(default_factory=list)  # inputs not started (or abandoned) when interrupted
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 130 if self.interrupted else 1 if self.failed else 0
 
 
-def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """(input file, output sub-folder) pairs from files, folders (``recursive`` mirrors the tree) and
-    globs; plus (input, reason) for arguments that match nothing."""
+class Inputs(NamedTuple):
+    files: list[tuple[Path, Path]]  # (input file, output sub-folder)
+    missing: list[tuple[str, str]]  # (argument, reason) for arguments that gave no image
+    notes: list[str]  # what a folder held that is not searched, and why
+
+
+def collect_inputs(inputs: list[str], recursive: bool) -> Inputs:
+    """Input files from files, folders (``recursive`` mirrors the tree) and globs, in order and without
+    duplicates; folders are searched for ``INPUT_EXTENSIONS`` (any case) and what else they hold is noted."""
     found: list[tuple[Path, Path]] = []
     missing: list[tuple[str, str]] = []
+    notes: list[str] = []
     seen: set[Path] = set()
 
     def add(p: Path, rel: Path) -> None:
@@ -78,30 +109,61 @@ def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path,
     for arg in inputs:
         p = Path(arg)
         if p.is_dir():
-            files = list_images(p, recursive=recursive)
+            files = list_images(p, recursive=recursive, extensions=INPUT_EXTENSIONS)
             if not files:
-                missing.append((arg, "folder contains no image (png, jpg, jpeg, bmp, webp)"))
+                missing.append((arg, f"folder contains no image ({_SEARCHED})"))
             for f in files:
                 add(f, f.parent.relative_to(p) if recursive else Path("."))
+            notes += _not_searched(arg, p, recursive)
         elif p.is_file():
             add(p, Path("."))
         elif any(ch in arg for ch in "*?["):
             matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
-            files = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
+            files = [m for m in matches if m.is_file() and m.suffix.lower() in INPUT_EXTENSIONS]
             if not files:
                 missing.append((arg, "pattern matches no image"))
             for f in files:
                 add(f, Path("."))
         else:
             missing.append((arg, "no such file or folder"))
-    return found, missing
+    return Inputs(found, missing, notes)
+
+
+def _not_searched(arg: str, folder: Path, recursive: bool) -> list[str]:
+    """Note lines for a folder's files of other types and (without ``recursive``) its subfolders."""
+    entries = sorted(folder.rglob("*") if recursive else folder.glob("*"))
+    others = [e for e in entries if e.is_file() and e.suffix.lower() not in INPUT_EXTENSIONS]
+    subfolders = [e for e in entries if e.is_dir()] if not recursive else []
+    notes = []
+    if others:
+        names = ", ".join(str(e.relative_to(folder)) for e in others[:_NAMES_SHOWN])
+        more = f" and {len(others) - _NAMES_SHOWN} more" if len(others) > _NAMES_SHOWN else ""
+        notes.append(f"note: {arg}: {len(others)} file(s) skipped, not of a type sr-infer reads ({_SEARCHED}): "
+                     f"{names}{more}")  # fmt: skip
+    if subfolders:
+        notes.append(f"note: {arg}: {len(subfolders)} subfolder(s) not searched (use --recursive)")
+    return notes
+
+
+def remove_leftover_temporaries(folders: Iterable[Path], started: float, log=print) -> list[Path]:
+    """Remove the temporaries of ``gan_core.atomic`` older than ``started`` (a ``time.time()``) that no
+    process is writing, in each of ``folders`` (not below): what a run killed while writing left behind.
+    One note line when any were removed; returns them."""
+    removed: list[Path] = []
+    for folder in sorted(set(folders)):
+        removed += remove_stale_temporaries(folder, started)
+    if removed:
+        names = ", ".join(str(p) for p in removed[:_NAMES_SHOWN])
+        more = f" and {len(removed) - _NAMES_SHOWN} more" if len(removed) > _NAMES_SHOWN else ""
+        log(f"note: removed {len(removed)} stale temporary file(s) left by an interrupted run: {names}{more}")
+    return removed
 
 
 def _output_path(src: Path, rel: Path, img: LoadedImage, opts: BatchOptions) -> tuple[Path, str]:
     """Output path and a note (e.g. why the format changed)."""
     note = ""
     ext = opts.ext
-    if ext == "auto":  # the input's format when we can write it, else PNG
+    if ext == "auto":  # the input's format when we can write it (GIF: no), else PNG
         try:
             ext = _FORMAT_EXT[format_for(src)]
         except ImageError:
@@ -120,7 +182,7 @@ def _reference_for(src: Path, ref_dir: Path, scale: int) -> Path | None:
     if src.stem.lower().endswith(f"x{scale}"):
         stems.append(src.stem[: -len(f"x{scale}")])  # EDSR-style LR names: babyx4 -> baby
     for stem in stems:
-        for ext in IMAGE_EXTENSIONS:
+        for ext in INPUT_EXTENSIONS:
             for cand in (ref_dir / f"{stem}{ext}", ref_dir / f"{stem}{ext.upper()}"):
                 if cand.is_file():
                     return cand
@@ -128,6 +190,7 @@ def _reference_for(src: Path, ref_dir: Path, scale: int) -> Path | None:
 
 
 def _quality(out_pixels: np.ndarray, ref: LoadedImage | None, crop: int, niqe_fn, lpips_fn) -> dict:
+    """PSNR-Y / SSIM-Y / LPIPS against ``ref`` and NIQE, as floats; NaN / Inf included (the caller drops them)."""
     from gan_core.metrics import psnr, ssim
 
     def rgb(p: np.ndarray) -> torch.Tensor:
@@ -148,9 +211,8 @@ def _quality(out_pixels: np.ndarray, ref: LoadedImage | None, crop: int, niqe_fn
     return res
 
 
-def run_batch(files: list[tuple[Path, Path]], upscaler, opts: BatchOptions, log=print) -> Summary:
-    """Upscale every file; returns the summary (per-file rows, failures)."""
-    summary = Summary()
+def metric_functions(opts: BatchOptions, log) -> tuple:
+    """(NIQE, LPIPS) metric callables for this run (None where off or unavailable)."""
     niqe_fn = lpips_fn = None
     if opts.niqe:
         try:
@@ -169,82 +231,130 @@ def run_batch(files: list[tuple[Path, Path]], upscaler, opts: BatchOptions, log=
                 "note: LPIPS skipped: its AlexNet trunk (alexnet-owt-7be5be79.pth) is not in weights/ "
                 "or the torch hub cache"
             )
-    written: dict[Path, Path] = {}
-    inputs = {p.resolve() for p, _ in files}
-    scale = upscaler.scale
-    eff_scale = opts.outscale or scale
-    for src, rel in tqdm(files, desc="images", unit="img", disable=None if len(files) > 1 else True):
-        try:
-            img = read_image(src, opts.max_pixels)
-            out_path, note = _output_path(src, rel, img, opts)
-            key = out_path.resolve()
-            if key in inputs:
-                raise ImageError(f"{src}: output {out_path} would replace an input; choose another -o or --suffix")
-            if key in written:
-                raise ImageError(f"{src}: output {out_path} was already written for {written[key]}; rename one of them")
-            if out_path.exists():
-                if opts.skip_existing:
-                    summary.skipped += 1
-                    log(f"skip: {out_path} exists")
-                    continue
-                if not opts.overwrite:
-                    raise ImageError(f"{src}: {out_path} exists (use --overwrite to replace it or --skip-existing)")
-            H, W = img.pixels.shape[:2]
-            tile = upscaler.auto_tile(H, W)
-            n_tiles = _count_tiles(H, W, tile)
-            bar = tqdm(total=n_tiles, desc=src.name, unit="tile", leave=False, disable=None if n_tiles > 4 else True)
-            dtype = np.uint16 if img.bit_depth == 16 else np.uint8
-            pixels = upscaler._upscale_pixels(img.pixels, dtype, opts.outscale, on_tile=bar.update, tile=tile)
-            bar.close()
-            bit_depth, icc, exif = img.bit_depth, img.icc_profile, img.exif
-            img = None  # free the decoded input before the encoder needs its own copy of the output
-            write_image(out_path, pixels, bit_depth, icc, exif, overwrite=opts.overwrite)
-            written[key] = src
-            summary.done += 1
-            row = {
-                "input": str(src),
-                "output": str(out_path),
-                "size_in": f"{W}x{H}",
-                "size_out": f"{pixels.shape[1]}x{pixels.shape[0]}",
-            }
-            if note:
-                log(f"note: {src}: {note}")
-            ref = None
-            if opts.ref_dir is not None:
-                ref_path = _reference_for(src, opts.ref_dir, scale)
-                if ref_path is None:
-                    log(f"note: {src}: no reference with stem '{src.stem}' in {opts.ref_dir}; no PSNR/SSIM")
-                else:
-                    cand = read_image(ref_path)
-                    if cand.pixels.shape[:2] != pixels.shape[:2]:
-                        msg = (
-                            f"{src}: reference {ref_path} is {cand.size[0]}x{cand.size[1]} but the output is "
-                            f"{pixels.shape[1]}x{pixels.shape[0]}; no PSNR/SSIM/LPIPS"
-                        )
-                        summary.failed.append((str(src), msg))
-                        log(f"error: {msg}")
-                    else:
-                        ref = cand
-                        row["reference"] = str(ref_path)
-            top = 65535.0 if pixels.dtype == np.uint16 else 255.0
-            use_niqe = niqe_fn
-            n_out = pixels.shape[0] * pixels.shape[1]
-            if niqe_fn is not None and n_out > opts.niqe_max_pixels:
-                use_niqe = None
-                log(
-                    f"note: {src}: NIQE skipped: the output has {n_out / 1e6:.1f} MP, above --niqe-max-mp "
-                    f"{opts.niqe_max_pixels / 1e6:g} (NIQE needs ~400 bytes per pixel)"
+    return niqe_fn, lpips_fn
+
+
+@dataclass
+class Job:
+    """One input on its way through the pipeline (``prepare`` -> upscale -> ``finish``)."""
+
+    index: int  # position in the input list
+    src: Path
+    image: LoadedImage | None  # decoded; dropped as soon as the output pixels exist
+    out_path: Path
+    note: str  # e.g. why the output format changed
+    tile: int  # the Upscaler's tile for this image (0: whole image, can share a forward with others)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.image.pixels.shape
+
+    @property
+    def out_dtype(self):
+        return np.uint16 if self.image.bit_depth == 16 else np.uint8
+
+
+@dataclass
+class Outcome:
+    """What happened to one input: ``written`` (with its report row), ``skipped`` or ``failed``; ``errors``
+    also holds failures of a written output's measurements (e.g. a reference of another size)."""
+
+    kind: str
+    row: dict | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def prepare(index: int, src: Path, rel: Path, upscaler, opts: BatchOptions, inputs: set[Path], log) -> Job | None:
+    """Read and check one input (any thread): the Job, or None when skipped (``--skip-existing``).
+    Every refusal is an ImageError naming the file; all of them come before any upscaling."""
+    img = read_image(src, opts.max_pixels)
+    H, W = img.pixels.shape[:2]
+    out_h, out_w = upscaler.output_size(H, W, opts.outscale)
+    limit = opts.max_pixels * upscaler.scale**2
+    if out_h * out_w > limit:
+        raise ImageError(
+            f"{src}: the output would be {out_w}x{out_h} = {_pixels(out_h * out_w)}, above the limit of "
+            f"{_pixels(limit)} (--max-pixels x {upscaler.scale}^2); lower -s or raise --max-pixels"
+        )
+    out_path, note = _output_path(src, rel, img, opts)
+    if out_path.resolve() in inputs:
+        raise ImageError(f"{src}: output {out_path} would replace an input; choose another -o or --suffix")
+    if out_path.exists():
+        if opts.skip_existing:
+            log(f"skip: {out_path} exists")
+            return None
+        if not opts.overwrite:
+            raise ImageError(f"{src}: {out_path} exists (use --overwrite to replace it or --skip-existing)")
+    return Job(index, src, img, out_path, note, upscaler.auto_tile(H, W))
+
+
+def finish(job: Job, pixels: np.ndarray, scale: int, opts: BatchOptions, metrics, log) -> Outcome:
+    """Write one output (any thread) and measure it: the Outcome. Never replaces a file that appeared
+    since ``prepare`` (another run?): an error, or skipped with ``--skip-existing``."""
+    src, out_path = job.src, job.out_path
+    H, W = job.shape[:2]
+    bit_depth, icc, exif = job.image.bit_depth, job.image.icc_profile, job.image.exif
+    job.image = None  # free the decoded input before the encoder needs its own copy of the output
+    try:
+        write_image(out_path, pixels, bit_depth, icc, exif, overwrite=opts.overwrite)
+    except FileExistsError:  # created by someone else (another run?) after the check in prepare
+        if opts.skip_existing:
+            log(f"skip: {out_path} appeared while this run was working (another run?); kept")
+            return Outcome("skipped")
+        msg = f"{src}: {out_path} appeared while this run was working (another run?); nothing replaced"
+        return Outcome("failed", errors=[(str(src), msg)])
+    if job.note:
+        log(f"note: {src}: {job.note}")
+    row = {"input": str(src), "output": str(out_path), "size_in": f"{W}x{H}",
+           "size_out": f"{pixels.shape[1]}x{pixels.shape[0]}"}  # fmt: skip
+    outcome = Outcome("written", row)
+    _measure(src, pixels, row, scale, opts, *metrics, outcome.errors, log)
+    return outcome
+
+
+def _pixels(n: float) -> str:
+    return f"{n / 1e6:,.1f} MP" if n >= 100_000 else f"{int(n):,} pixels"
+
+
+def _measure(src: Path, pixels: np.ndarray, row: dict, scale: int, opts: BatchOptions, niqe_fn, lpips_fn,
+             errors: list, log) -> None:  # fmt: skip
+    """Add the finite metrics of one output to ``row`` (NaN / Inf are left out with a note)."""
+    ref = None
+    if opts.ref_dir is not None:
+        ref_path = _reference_for(src, opts.ref_dir, scale)
+        if ref_path is None:
+            log(f"note: {src}: no reference with stem '{src.stem}' in {opts.ref_dir}; no PSNR/SSIM")
+        else:
+            cand = read_image(ref_path)
+            if cand.pixels.shape[:2] != pixels.shape[:2]:
+                msg = (
+                    f"{src}: reference {ref_path} is {cand.size[0]}x{cand.size[1]} but the output is "
+                    f"{pixels.shape[1]}x{pixels.shape[0]}; no PSNR/SSIM/LPIPS"
                 )
-            if use_niqe is not None or ref is not None:
-                row.update(_quality(pixels.astype(np.float32) / top, ref, round(eff_scale), use_niqe, lpips_fn))
-            summary.rows.append(row)
-        except ImageError as e:
-            summary.failed.append((str(src), str(e)))
-            log(f"error: {e}")
-        except Exception as e:
-            summary.failed.append((str(src), f"{type(e).__name__}: {e}"))
-            log(f"error: {src}: {type(e).__name__}: {e}")
-    return summary
+                errors.append((str(src), msg))
+                log(f"error: {msg}")
+            else:
+                ref = cand
+                row["reference"] = str(ref_path)
+    top = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    use_niqe = niqe_fn
+    n_out = pixels.shape[0] * pixels.shape[1]
+    if niqe_fn is not None and n_out > opts.niqe_max_pixels:
+        use_niqe = None
+        log(
+            f"note: {src}: NIQE skipped: the output has {n_out / 1e6:.1f} MP, above --niqe-max-mp "
+            f"{opts.niqe_max_pixels / 1e6:g} (NIQE needs ~400 bytes per pixel)"
+        )
+    if use_niqe is None and ref is None:
+        return
+    crop = round(opts.outscale or scale)
+    values = _quality(pixels.astype(np.float32) / top, ref, crop, use_niqe, lpips_fn)
+    undefined = [k for k, v in values.items() if not math.isfinite(v)]
+    if undefined:
+        why = "; NIQE needs larger images" if "niqe" in undefined else ""
+        log(f"note: {src}: {', '.join(_HEAD[k] for k in undefined)} not a finite number for this output "
+            f"({pixels.shape[1]}x{pixels.shape[0]}{why}): not recorded, shown as -")  # fmt: skip
+    row.update({k: v for k, v in values.items() if k not in undefined})
 
 
 def _count_tiles(H: int, W: int, tile: int) -> int:
@@ -258,17 +368,18 @@ def _count_tiles(H: int, W: int, tile: int) -> int:
 
 
 METRIC_COLUMNS = ("psnr_y", "ssim_y", "lpips", "niqe")
+_HEAD = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS", "niqe": "NIQE"}
 
 
 def print_table(rows: list[dict], out=None) -> dict:
-    """Per-image metrics and their mean (to stdout); returns the means."""
+    """Per-image metrics and their means (to stdout); returns the means. A metric an image lacks is shown
+    as "-"; each mean averages the values that exist."""
     out = out or sys.stdout
     cols = [c for c in METRIC_COLUMNS if any(c in r for r in rows)]
     if not cols:
         return {}
     width = max([len(Path(r["input"]).name) for r in rows] + [5])
-    head = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS", "niqe": "NIQE"}
-    print(f"{'image':<{width}}" + "".join(f"{head[c]:>10}" for c in cols), file=out)
+    print(f"{'image':<{width}}" + "".join(f"{_HEAD[c]:>10}" for c in cols), file=out)
     for r in rows:
         cells = "".join(f"{r[c]:>10.4f}" if c in r else f"{'-':>10}" for c in cols)
         print(f"{Path(r['input']).name:<{width}}{cells}", file=out)
@@ -277,16 +388,21 @@ def print_table(rows: list[dict], out=None) -> dict:
     return means
 
 
-def write_report(path: Path, summary: Summary, means: dict, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_report(path: Path, summary: Summary, means: dict, meta: dict, overwrite: bool = False) -> None:
+    """Per-image rows, means and failures as JSON (with ``meta``) or CSV (by ``path``'s suffix), written
+    atomically; an existing ``path`` is replaced only with ``overwrite`` (else FileExistsError). An
+    interrupted run's report says so (JSON: ``interrupted`` and ``not_processed``; CSV: a last row)."""
     if path.suffix.lower() == ".csv":
         keys = ["input", "output", "reference", "size_in", "size_out", *METRIC_COLUMNS]
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            w.writeheader()
-            for r in summary.rows:
-                w.writerow(r)
-            w.writerow({"input": "mean", **means})
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in summary.rows:
+            w.writerow(r)
+        w.writerow({"input": "mean", **means})
+        if summary.interrupted:
+            w.writerow({"input": "interrupted", "output": f"{len(summary.not_processed)} input(s) not processed"})
+        write_text(path, buf.getvalue(), overwrite=overwrite)
         return
     report = {
         **meta,
@@ -294,5 +410,8 @@ def write_report(path: Path, summary: Summary, means: dict, meta: dict) -> None:
         "mean": means,
         "failed": [{"input": i, "error": e} for i, e in summary.failed],
         "skipped": summary.skipped,
+        "interrupted": summary.interrupted,
     }
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if summary.interrupted:
+        report["not_processed"] = summary.not_processed
+    write_text(path, json.dumps(report, indent=2) + "\n", overwrite=overwrite)

@@ -18,6 +18,8 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="sr-train",
         description="Train SAN-SRGAN (stage pretrain: pixel loss; stage gan: L1 + VGG19 + hinge with a SAN critic). "
         "Single process, or DDP under `torchrun --nproc_per_node K sr-train ...`.",
+        epilog="Ctrl-C or SIGTERM: the step in progress finishes, a checkpoint is written and the run exits 130 "
+        "(SIGINT) or 143 (SIGTERM); continue with --resume auto. A second signal stops at once.",
     )
     p.add_argument("--config", "-c", type=Path, help="YAML preset (configs/sr_paper.yaml, sr_pretrain.yaml, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -30,7 +32,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH|auto", help="checkpoint to resume from, or 'auto' for the newest in --out")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (train.device)")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop with a checkpoint after N steps of this run")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the data summary, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and the data summary, check the weight files and checkpoint "
+                   "the run needs, then exit (2 if any is missing)")  # fmt: skip
     return p
 
 
@@ -68,23 +72,37 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"sr-train: folder not found: {missing[0]}", file=sys.stderr)
         return 2
     if args.dry_run:
-        return _dry_run(cfg, run_dir)
+        return _dry_run(cfg, run_dir, args.resume)
+    from gan_core.stopping import TrainingStopped
+
     from .train import TrainingDiverged, train
 
     try:
         train(cfg, run_dir, resume=args.resume, stop_after=args.stop_after)
+    except FileNotFoundError as e:  # files the run needs (all listed), a --resume path: before any work
+        print(f"sr-train: {e}", file=sys.stderr)
+        return 2
     except (TrainingDiverged, FileExistsError, ValueError, RuntimeError) as e:
         print(f"sr-train: {e}", file=sys.stderr)
         return 1
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the run logged where it stopped and its checkpoint
+        if e.step is None:
+            print(f"sr-train: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     return 0
 
 
-def _dry_run(cfg: SRTrainConfig, run_dir: Path) -> int:
+def _dry_run(cfg: SRTrainConfig, run_dir: Path, resume: str | None = None) -> int:
     import yaml
 
+    from gan_core.checkpoint import find_latest_checkpoint
+    from gan_core.training import check_run_files
+    from gan_core.weights import WeightsError
+
     from .data import SRTrainDataset, SRValDataset
+    from .train import required_files
 
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     print(f"# run directory: {run_dir}")
@@ -98,10 +116,72 @@ def _dry_run(cfg: SRTrainConfig, run_dir: Path) -> int:
     except ValueError as e:
         print(f"sr-train: {e}", file=sys.stderr)
         return 2
+    fresh = resume is None or (resume == "auto" and find_latest_checkpoint(run_dir / "ckpt") is None)
+    try:
+        for line in check_run_files(*required_files(cfg, fresh=fresh), dry_run=True):
+            print(f"# needs {line}")
+    except WeightsError as e:
+        print(f"sr-train: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
+# -- shared by sr-infer and sr-eval ------------------------------------------------------------------
+MODEL_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError)  # load_generator's are one line each
+
+
+def add_weights_dir_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights-dir", type=Path, metavar="DIR",
+                   help="search DIR (its manifest.json and files) before the repository's weights/, for model "
+                   "names and the default model (same as $SAN_WEIGHTS_DIR); ./weights is never searched unless "
+                   "named")  # fmt: skip
+
+
+def apply_weights_dir(p: argparse.ArgumentParser, folder: Path | None) -> None:
+    """``--weights-dir``: every weight lookup of this process (and its children) searches ``folder`` first."""
+    if folder is not None:
+        from gan_core.weights import use_weights_dir
+
+        try:
+            use_weights_dir(folder)
+        except ValueError as e:
+            p.error(str(e))
+
+
+def tile_size(value: str) -> int | str:
+    """argparse type of ``-t/--tile``: ``auto``, 0 (no tiling) or an integer >= 32."""
+    if value == "auto":
+        return value
+    try:
+        tile = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto, 0 (no tiling) or an integer >= 32, got {value!r}") from None
+    if tile < 0 or 0 < tile < 32:
+        raise argparse.ArgumentTypeError(f"must be auto, 0 (no tiling) or an integer >= 32, got {tile}")
+    return tile
+
+
 # -- sr-infer --------------------------------------------------------------------------------------
+def _number(low: float, low_allowed: bool, integer: bool = False):
+    """argparse type: a finite number (an integer with ``integer``) above ``low``, or equal to it when
+    ``low_allowed``; anything else is a usage error naming the option."""
+
+    def parse(text: str) -> float | int:
+        import math
+
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not low_allowed):
+            kind = "an integer" if integer else "a finite number"
+            raise argparse.ArgumentTypeError(f"must be {kind} {'>=' if low_allowed else '>'} {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _infer_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sr-infer",
@@ -112,9 +192,13 @@ def _infer_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder")
     p.add_argument("-n", "--model", metavar="NAME", help="model name from weights/manifest.json (default model)")
     p.add_argument("--weights", type=Path, metavar="PATH", help="model file: .safetensors (+ .json) or sr-train .pt")
-    p.add_argument("-s", "--outscale", type=float, help="final scale: extra high-quality resize after the x4 net")
-    p.add_argument("-t", "--tile", default="auto", help="tile size in input pixels; 0 = no tiling; auto (default)")
-    p.add_argument("--tile-pad", type=int, default=None, help="context pixels around each tile (default 24)")
+    add_weights_dir_argument(p)
+    p.add_argument("-s", "--outscale", type=_number(0, False),
+                   help="final scale > 0: extra high-quality resize after the x4 net")  # fmt: skip
+    p.add_argument("-t", "--tile", type=tile_size, default="auto",
+                   help="tile size in input pixels: auto (default), 0 = no tiling, or >= 32")  # fmt: skip
+    p.add_argument("--tile-pad", type=_number(0, True, integer=True), default=None,
+                   help="context pixels around each tile (default 24)")  # fmt: skip
     p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -122,12 +206,14 @@ def _infer_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", choices=["auto", "png", "jpg", "webp"], default="auto", help="output format")
     p.add_argument("--suffix", default="out", help="output name <stem>_<suffix>.<ext> (default: out)")
     p.add_argument("--recursive", action="store_true", help="recurse into folders and mirror their tree")
-    p.add_argument("--skip-existing", action="store_true", help="leave existing outputs alone (no error)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--max-pixels", type=float, default=100e6, help="refuse inputs above this many pixels (1e8)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave existing outputs alone (no error), also those another run writes meanwhile")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (and an existing --report)")
+    p.add_argument("--max-pixels", type=_number(1, True), default=100e6,
+                   help="refuse inputs above this many pixels (1e8), and outputs above it x scale^2")  # fmt: skip
     p.add_argument("--ref", type=Path, metavar="DIR", help="reference images (matched by stem): PSNR/SSIM/LPIPS")
     p.add_argument("--no-niqe", action="store_true", help="do not compute NIQE")
-    p.add_argument("--niqe-max-mp", type=float, default=4.0,
+    p.add_argument("--niqe-max-mp", type=_number(0, True), default=4.0,
                    help="skip NIQE for outputs above this many megapixels (default 4; ~400 bytes/pixel)")  # fmt: skip
     p.add_argument("--report", type=Path, metavar="FILE", help="write per-image results to FILE.json or FILE.csv")
     p.add_argument("--list-models", action="store_true", help="list the models in weights/ and exit")
@@ -157,8 +243,20 @@ def _list_models() -> int:
 
 
 def infer_main(argv: list[str] | None = None) -> int:
+    try:
+        return _infer_main(argv)
+    except KeyboardInterrupt:  # a second Ctrl-C outside a file, or one before the handler is in place
+        print("sr-infer: interrupted", file=sys.stderr)
+        return 130
+
+
+def _infer_main(argv: list[str] | None) -> int:
+    import time
+
+    started = time.time()  # temporaries older than this in our output folders are leftovers
     parser = _infer_parser()
     args = parser.parse_args(argv)
+    apply_weights_dir(parser, args.weights_dir)
     if args.list_models:
         return _list_models()
     if not args.input or args.output is None:
@@ -166,31 +264,41 @@ def infer_main(argv: list[str] | None = None) -> int:
     if args.overwrite and args.skip_existing:
         parser.error("--overwrite and --skip-existing exclude each other")
     tile = args.tile
-    if tile != "auto":
-        try:
-            tile = int(tile)
-        except ValueError:
-            parser.error(f"--tile must be auto or an integer, got {tile!r}")
-        if tile < 0 or 0 < tile < 32:
-            parser.error("--tile must be 0 (no tiling) or at least 32")
     device = f"cuda:{args.gpu_id}" if args.gpu_id is not None else args.device
     precision = "fp32" if args.fp32 else args.precision
     if args.ref is not None and not args.ref.is_dir():
         parser.error(f"--ref folder not found: {args.ref}")
-    if args.report is not None and args.report.suffix.lower() not in (".json", ".csv"):
-        parser.error("--report must end in .json or .csv")
+    if args.report is not None:
+        if args.report.suffix.lower() not in (".json", ".csv"):
+            parser.error("--report must end in .json or .csv")
+        from gan_core.atomic import check_output_path
 
+        try:
+            check_output_path(args.report, overwrite=args.overwrite)
+        except ValueError as e:
+            parser.error(f"--report: {e}")
+
+    from gan_core.stopping import StopSignals
+
+    with StopSignals("sr-infer: {name}: stopping after the current file(s) ({name} again: abandon them)") as stop:
+        code = _infer_run(args, device, precision, tile, started, lambda: stop.requested)
+        return stop.exit_code if code == 130 and stop.requested else code
+
+
+def _infer_run(args: argparse.Namespace, device: str, precision: str, tile, started: float, stop_requested) -> int:
     from gan_core.runtime import tune_cpu_allocator
 
-    from .batch import BatchOptions, collect_inputs, print_table, run_batch, write_report
+    from .batch import BatchOptions, collect_inputs, print_table, remove_leftover_temporaries, write_report
     from .infer import DEFAULT_TILE_PAD, Upscaler
+    from .pipeline import run_batch
 
     tune_cpu_allocator()
     try:
         up = Upscaler.from_pretrained(
-            args.weights or args.model, device, precision, tile, args.tile_pad or DEFAULT_TILE_PAD
-        )
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+            args.weights or args.model, device, precision, tile,
+            DEFAULT_TILE_PAD if args.tile_pad is None else args.tile_pad,
+        )  # fmt: skip
+    except MODEL_LOAD_ERRORS as e:
         print(f"sr-infer: cannot load the model: {e}", file=sys.stderr)
         return 2
 
@@ -199,11 +307,14 @@ def infer_main(argv: list[str] | None = None) -> int:
 
         tqdm.write(msg, file=sys.stderr)
 
-    files, missing = collect_inputs(args.input, args.recursive)
+    files, missing, notes = collect_inputs(args.input, args.recursive)
     for arg, reason in missing:
         log(f"error: {arg}: {reason}")
+    for note in notes:
+        log(note)
     log(
-        f"sr-infer: model {up.name} (x{up.scale}), device {up.device}, precision {up.precision_name}"
+        f"sr-infer: model {up.name} (x{up.scale}) from {up.provenance}, device {up.device}, "
+        f"precision {up.precision_name}"
         f"{' + channels_last' if up.channels_last else ''}, tile {tile}, {len(files)} input(s)"
     )
     opts = BatchOptions(
@@ -212,41 +323,121 @@ def infer_main(argv: list[str] | None = None) -> int:
         max_pixels=int(args.max_pixels), ref_dir=args.ref, niqe=not args.no_niqe,
         niqe_max_pixels=int(args.niqe_max_mp * 1e6),
     )  # fmt: skip
-    summary = run_batch(files, up, opts, log)
+    folders = {args.output / rel for _, rel in files} | {args.output}
+    remove_leftover_temporaries(folders | ({args.report.parent} if args.report else set()), started, log)
+    summary = run_batch(files, up, opts, log, stop_requested)
     summary.failed[:0] = missing
     means = print_table(summary.rows) if summary.rows else {}
+    code = summary.exit_code
     if args.report is not None:
-        meta = {"model": up.name, "scale": up.scale, "device": str(up.device), "precision": up.precision_name,
+        meta = {"model": up.name, "model_file": up.source, "model_sha256": up.sha256[:12], "scale": up.scale,
+                "device": str(up.device), "precision": up.precision_name,
                 "protocol": {"psnr_ssim": "8-bit, BT.601 studio-range Y, crop = scale, SSIM 11x11 sigma 1.5",
                              "niqe": "pyiqa NIQE, LIVE parameters, same Y, crop = scale"}}  # fmt: skip
-        write_report(args.report, summary, means, meta)
-    log(f"sr-infer: {summary.done} written, {summary.skipped} skipped, {len(summary.failed)} failed")
+        try:
+            write_report(args.report, summary, means, meta, overwrite=args.overwrite)
+        except (OSError, ValueError) as e:  # e.g. created by someone else since the check at the start
+            log(f"error: report {args.report} not written: {e}")
+            code = code or 1
+    counts = f"{summary.done} written, {summary.skipped} skipped, {len(summary.failed)} failed"
+    if summary.interrupted:
+        counts += f", {len(summary.not_processed)} not processed (interrupted)"
+    log(f"sr-infer: {counts}")
     for src, err in summary.failed:
         log(f"  failed: {src}: {err.split(': ', 1)[-1] if err.startswith(src) else err}")
-    return summary.exit_code
+    if summary.interrupted:
+        finished = [str(src) for src, _ in files[: len(files) - len(summary.not_processed)]]
+        if finished:
+            span = finished[0] if len(finished) == 1 else f"{finished[0]} ... {finished[-1]}"
+            log(f"  processed: {len(finished)} input(s) in order, {span}")
+        if summary.not_processed:
+            log(f"  not processed: {len(summary.not_processed)} input(s), from {summary.not_processed[0]}; "
+                "run again with --skip-existing to finish")  # fmt: skip
+    return code
 
 
 # -- sr-eval ----------------------------------------------------------------------------------------
-def eval_main(argv: list[str] | None = None) -> int:
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
+
+
+def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sr-eval",
-        description="Benchmark protocol (Y-PSNR/SSIM, NIQE, LPIPS) of a model and of bicubic on SR datasets.",
+        description="Benchmark protocol (Y-PSNR/SSIM, NIQE, LPIPS) of a model and of bicubic on SR datasets. "
+        "Images that cannot be evaluated are listed (results.json 'failed') and the rest evaluated; exit 1 if any "
+        "failed. Outputs never replace existing files unless --overwrite.",
     )
     p.add_argument("--weights", type=Path, help="model file (.safetensors + .json, or sr-train .pt)")
     p.add_argument("-n", "--model", help="model name from weights/manifest.json (default model)")
+    add_weights_dir_argument(p)
     p.add_argument("--data", nargs="+", type=Path, required=True, help="EDSR-layout or HR-only folders")
     p.add_argument("--out", type=Path, default=Path("eval"), help="folder for results.json and the plot")
     p.add_argument("--json", type=Path, help="results file (default OUT/results.json)")
     p.add_argument("--plot", type=Path, help="perception-distortion plot (default OUT/perception_distortion.png)")
-    p.add_argument("--save-images", action="store_true", help="also write the SR images under OUT/")
+    p.add_argument("--save-images", action="store_true", help="also write the SR images under OUT/images/")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results, plot and images")
     p.add_argument("--no-niqe", action="store_true")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--device", default="auto")
-    p.add_argument("-t", "--tile", default="auto")
+    p.add_argument("-t", "--tile", type=tile_size, default="auto",
+                   help="tile size in input pixels: auto (default), 0 = no tiling, or >= 32")  # fmt: skip
+    return p
+
+
+def _eval_outputs(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(results file, plot file or None): checked before any work; ValueError with the reason."""
+    from gan_core.atomic import check_output_path
+
+    json_path = args.json or args.out / "results.json"
+    plot_path = None if args.no_niqe else args.plot or args.out / "perception_distortion.png"
+    if plot_path is not None and plot_path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"--plot must end in {', '.join(PLOT_SUFFIXES)}: {plot_path}")
+    if plot_path is not None and plot_path.absolute() == json_path.absolute():
+        raise ValueError(f"the results and the plot would both be {json_path}")
+    for path in (json_path, plot_path):
+        if path is not None:
+            check_output_path(path, args.overwrite)
+    return json_path, plot_path
+
+
+def _check_saved_images(args: argparse.Namespace, scale: int, start: float) -> None:
+    """--save-images: none of OUT/images/<dataset>/<stem>_x<scale>.png may exist (unless --overwrite)."""
+    from gan_core.atomic import check_output_path, remove_stale_temporaries
+
+    from .data import SRValDataset
+
+    for folder in args.data:
+        target = args.out / "images" / folder.name
+        remove_stale_temporaries(target, older_than=start)
+        for f in SRValDataset.hr_files(folder):
+            check_output_path(target / f"{f.stem}_x{scale}.png", args.overwrite)
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    import time
+
+    start = time.time()
+    p = _eval_parser()
     args = p.parse_args(argv)
+    apply_weights_dir(p, args.weights_dir)
+    if args.weights is not None and args.model is not None:
+        p.error("give --weights or -n/--model, not both")
     missing = [d for d in args.data if not d.is_dir()]
     if missing:
         p.error(f"dataset folder not found: {missing[0]}")
+    names = [d.name for d in args.data]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        p.error(f"two --data folders are named {twice[0]}: their results would collide")
+    from gan_core.atomic import remove_stale_temporaries
+
+    try:
+        json_path, plot_path = _eval_outputs(args)
+    except ValueError as e:
+        print(f"sr-eval: {e}", file=sys.stderr)
+        return 2
+    for folder in {json_path.parent, *([plot_path.parent] if plot_path else [])}:
+        remove_stale_temporaries(folder, older_than=start)
 
     from gan_core.runtime import tune_cpu_allocator
 
@@ -254,21 +445,43 @@ def eval_main(argv: list[str] | None = None) -> int:
     from .infer import Upscaler
 
     tune_cpu_allocator()
-    tile = int(args.tile) if str(args.tile).isdigit() else "auto"
     try:
-        up = Upscaler.from_pretrained(args.weights or args.model, args.device, args.precision, tile)
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        up = Upscaler.from_pretrained(args.weights or args.model, args.device, args.precision, args.tile)
+    except MODEL_LOAD_ERRORS as e:
         print(f"sr-eval: cannot load the model: {e}", file=sys.stderr)
         return 2
-    print(f"sr-eval: model {up.name} (x{up.scale}) on {up.device}, {up.precision_name}", file=sys.stderr)
-    result = evaluate_datasets(up, args.data, niqe=not args.no_niqe,
-                               save_dir=args.out / "images" if args.save_images else None,
-                               log=lambda m: print(m, file=sys.stderr))  # fmt: skip
-    json_path = args.json or args.out / "results.json"
-    save_json(result, json_path)
-    plot = plot_perception_distortion(result, args.plot or args.out / "perception_distortion.png")
+    if args.save_images:
+        try:
+            _check_saved_images(args, up.scale, start)
+        except ValueError as e:
+            print(f"sr-eval: {e}", file=sys.stderr)
+            return 2
+    print(f"sr-eval: model {up.name} (x{up.scale}) from {up.provenance}, {up.device}, {up.precision_name}",
+          file=sys.stderr)  # fmt: skip
+    try:
+        result = evaluate_datasets(up, args.data, niqe=not args.no_niqe,
+                                   save_dir=args.out / "images" if args.save_images else None,
+                                   log=lambda m: print(m, file=sys.stderr), overwrite=args.overwrite)  # fmt: skip
+    except KeyboardInterrupt:
+        print("sr-eval: interrupted; results not written", file=sys.stderr)
+        return 130
+    failed = result["failed"]
+    if not result["datasets"]:
+        print(f"sr-eval: nothing to evaluate: all {len(failed)} file(s) failed; no results written", file=sys.stderr)
+        return 1
     print(print_eval_table(result))
+    try:
+        save_json(result, json_path, overwrite=args.overwrite)
+        plot = plot_perception_distortion(result, plot_path, overwrite=args.overwrite) if plot_path else None
+    except OSError as e:  # FileExistsError: written by someone else since the check
+        print(f"sr-eval: cannot write {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"results: {json_path}" + (f", plot: {plot}" if plot else ""), file=sys.stderr)
+    if failed:
+        print(f"sr-eval: {len(failed)} file(s) failed:", file=sys.stderr)
+        for row in failed:
+            print(f"  failed: {row['file']}: {row['error']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -276,18 +489,30 @@ def eval_main(argv: list[str] | None = None) -> int:
 def export_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="sr-export",
-        description="Release the EMA generator of an sr-train checkpoint as safetensors + JSON config.",
+        description="Release the EMA generator of an sr-train checkpoint as safetensors + JSON config. Both "
+        "outputs are checked before either is written; existing files are kept unless --overwrite.",
     )
     p.add_argument("checkpoint", type=Path, help="sr-train checkpoint (.pt), e.g. runs/x/ckpt/best.pt")
-    p.add_argument("out", type=Path, help="output path (.safetensors; the .json config is written beside it)")
+    p.add_argument("out", type=Path, help="output path: NAME.safetensors or NAME (NAME.json is written beside it)")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16, half the size)")
     p.add_argument("--name", help="model name recorded in the config")
     p.add_argument("--command", help="training command recorded in the config")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = p.parse_args(argv)
     from .infer import export_generator
 
     extra = {k: v for k, v in (("name", args.name), ("training_command", args.command)) if v}
-    path = export_generator(args.checkpoint, args.out, fp16=not args.fp32, extra=extra)
+    try:
+        path = export_generator(args.checkpoint, args.out, fp16=not args.fp32, extra=extra, overwrite=args.overwrite)
+    except FileExistsError as e:  # appeared between the check and the write: nothing of ours is left
+        print(f"sr-export: {e.filename}: exists (written by someone else meanwhile?); nothing written", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as e:
+        print(f"sr-export: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"sr-export: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 

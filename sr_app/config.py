@@ -7,7 +7,7 @@ any key can be overridden with ``--set section.key=value``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from gan_core.config import require, require_betas, require_device
 from gan_core.norm.config import CriticNormConfig
@@ -39,7 +39,8 @@ class DataConfig:
 class ModelConfig(CriticNormConfig):  # + critic_norm, critic_padding, san_*, bssn_scale
     channels: int = 64
     num_blocks: int = 16
-    init_scale: float = 1.0  # multiplies the generator's Kaiming init (official initialize_model's `scale`)
+    init_scale: float = 0.1  # multiplies the generator's Kaiming init (official initialize_model's `scale`, 1.0
+    # there, which starts ~100x outside the image range); 0.1 starts near the bilinear upsampling
     residual_init_scale: float = 1.0  # extra factor on residual-branch and output convs (0.1: ESRGAN-style)
     critic_bn: bool = True
     critic_blocks: int = 5  # crop = 4 * 2^blocks (128)
@@ -60,12 +61,14 @@ class LossConfig:
     pretrain_pixel: Literal["mse", "l1"] = "mse"  # stage pretrain (paper: MSE; official code: L1)
     pixel: Literal["l1", "mse"] = "l1"  # content term of stage gan
     content_weight: float = 1e-2
-    feature_weight: float = 1.0  # VGG-19 conv5_4 (pre-activation) L1; 0 trains without VGG
+    vgg_loss_weight: float = 1.0  # VGG-19 conv5_4 (pre-activation) L1; 0 trains without VGG
     adv_weight: float = 1e-1
-    vgg_weights: str = "vgg19"  # manifest name or path of torchvision's vgg19-dcbb9e9d.pth
+    vgg_weights_file: str = "vgg19"  # manifest name or path of torchvision's vgg19-dcbb9e9d.pth
+
+    renamed_keys: ClassVar[dict[str, str]] = {"feature_weight": "vgg_loss_weight", "vgg_weights": "vgg_weights_file"}
 
     def __post_init__(self) -> None:
-        for k in ("content_weight", "feature_weight", "adv_weight"):
+        for k in ("content_weight", "vgg_loss_weight", "adv_weight"):
             require(getattr(self, k) >= 0, f"loss.{k}", "must be >= 0")
 
 
@@ -77,7 +80,10 @@ class OptimConfig:
     betas_d: tuple[float, float] = (0.5, 0.9)
     milestones: list[float] = field(default_factory=lambda: [0.125, 0.25, 0.5, 0.75])  # fractions of steps
     gamma: float = 0.5
-    d_steps_per_g: int = 1
+
+    removed_keys: ClassVar[dict[str, str]] = {
+        "d_steps_per_g": "it was never read (sr-train makes one critic step per generator step)"
+    }
 
     def __post_init__(self) -> None:
         require(self.lr_g > 0 and self.lr_d > 0, "optim.lr_g", "learning rates must be > 0")
@@ -85,7 +91,6 @@ class OptimConfig:
             require_betas(getattr(self, k), f"optim.{k}")
         require(all(0 < m < 1 for m in self.milestones), "optim.milestones", "fractions in (0, 1)")
         require(0 < self.gamma <= 1, "optim.gamma", "must be in (0, 1]")
-        require(self.d_steps_per_g >= 1, "optim.d_steps_per_g", "must be >= 1")
 
 
 @dataclass
@@ -100,6 +105,7 @@ class TrainConfig:
     channels_last: bool = True
     ema_decay: float = 0.999
     max_nonfinite: int = 10  # consecutive non-finite losses before stopping with a checkpoint
+    compile: bool = False  # torch.compile G, the critic body and VGG (CUDA: + CUDA graphs); gan_core.compilation
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "train.steps", "must be >= 1")
@@ -107,6 +113,7 @@ class TrainConfig:
         require(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         require(self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1")
         require_device(self.device, "train.device")
+        require(isinstance(self.compile, bool), "train.compile", f"must be true or false, got {self.compile!r}")
 
 
 @dataclass

@@ -33,6 +33,7 @@ __all__ = [
     "bicubic_downscale",
     "list_images",
     "load_rgb",
+    "min_val_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,10 @@ def _mod_crop(arr: np.ndarray, scale: int) -> np.ndarray:
 def _make_lr_u8(hr_u8: torch.Tensor, scale: int) -> torch.Tensor:
     lr = bicubic_downscale(hr_u8.float().div(255.0), scale)
     return lr.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class _Unusable(ValueError):
+    """A readable file that cannot be used (its message is the reason)."""
 
 
 class SRTrainDataset(Dataset):
@@ -195,41 +200,85 @@ class SRTrainDataset(Dataset):
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "index": int(i)}
 
 
+SSIM_WINDOW = 11  # the Y-SSIM window of gan_core.metrics: the metrics need this much after the border crop
+
+
+def min_val_size(scale: int) -> int:
+    """Smallest HR side (pixels, after cropping to a multiple of ``scale``) whose Y-PSNR / Y-SSIM are defined:
+    the metrics shave ``scale`` pixels per border and SSIM needs an 11x11 window in what is left."""
+    return 2 * scale + SSIM_WINDOW
+
+
 class SRValDataset(Dataset):
     """Validation / benchmark folder: EDSR layout ``HR/`` + ``LR_bicubic/X{scale}/<stem>x{scale}.png``, or
     HR-only (LR made by :func:`bicubic_downscale`). HR is cropped to a multiple of the scale.
 
-    Items: ``{"name": stem, "lr": (3, h, w), "hr": (3, h*s, w*s)}`` float32 in [0, 1].
+    Items: ``{"name": stem, "file": HR path, "lr": (3, h, w), "hr": (3, h*s, w*s)}``, tensors float32 in [0, 1].
+
+    A file that cannot be used (unreadable or empty, smaller than :func:`min_val_size` after the crop, an
+    EDSR LR file of the wrong size) is skipped with a warning naming it and listed in ``failed`` as
+    ``(path, reason)``; the other files are kept.
+
+    Raises:
+        ValueError: ``root`` is not a folder, or no file is usable (unless ``allow_empty``).
     """
 
-    def __init__(self, root: str | Path, scale: int = 4, max_size: int = 0) -> None:
+    def __init__(self, root: str | Path, scale: int = 4, max_size: int = 0, allow_empty: bool = False) -> None:
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"validation folder not found: {root}")
         self.root, self.scale, self.name = root, scale, root.name
-        edsr = (root / "HR").is_dir()
-        hr_dir = root / "HR" if edsr else root
+        self.edsr = (root / "HR").is_dir()
         self.lr_dir = root / "LR_bicubic" / f"X{scale}"
-        self.files = [f for f in list_images(hr_dir) if "LR_bicubic" not in f.relative_to(root).parts]
-        if not self.files:
-            raise ValueError(f"no images in validation folder {root}")
+        self.files = self.hr_files(root)
         self.max_size = max_size
         self._items: list[dict] = []
+        self.failed: list[tuple[Path, str]] = []
         for f in self.files:
-            hr = _to_tensor(_mod_crop(load_rgb(f), scale))
-            lr_file = self.lr_dir / f"{f.stem}x{scale}.png"
-            if edsr and lr_file.is_file():
-                lr = _to_tensor(load_rgb(lr_file))
-                if tuple(lr.shape[1:]) != (hr.shape[1] // scale, hr.shape[2] // scale):
-                    raise ValueError(
-                        f"{lr_file} is {lr.shape[2]}x{lr.shape[1]} but its HR {f.name} (cropped to a multiple of "
-                        f"{scale}) needs {hr.shape[2] // scale}x{hr.shape[1] // scale}"
-                    )
-            else:
-                lr = _make_lr_u8(hr, scale)
-            if max_size and max(hr.shape[1:]) > max_size:
-                lr, hr = self._centre_crop(lr, hr)
-            self._items.append({"name": f.stem, "lr": lr.float() / 255.0, "hr": hr.float() / 255.0})
+            try:
+                self._items.append(self._load(f))
+            except Exception as e:  # any decoder error is this file's problem, not the folder's
+                reason = str(e) if isinstance(e, _Unusable) else f"unreadable ({type(e).__name__}: {e})"
+                log.warning("skipping validation image %s: %s", f, reason)
+                self.failed.append((f, reason))
+        if not self._items and not allow_empty:
+            if not self.files:
+                raise ValueError(f"no images in validation folder {root}")
+            f, reason = self.failed[0]
+            raise ValueError(
+                f"no usable image in validation folder {root}: all {len(self.files)} failed (e.g. {f.name}: {reason})"
+            )
+
+    @staticmethod
+    def hr_files(root: str | Path) -> list[Path]:
+        """The HR image files of a validation folder (``HR/`` in the EDSR layout, else the folder itself)."""
+        root = Path(root)
+        hr_dir = root / "HR" if (root / "HR").is_dir() else root
+        return [f for f in list_images(hr_dir) if "LR_bicubic" not in f.relative_to(root).parts]
+
+    def _load(self, f: Path) -> dict:
+        scale = self.scale
+        full = load_rgb(f)
+        arr = _mod_crop(full, scale)
+        least = min_val_size(scale)
+        if min(arr.shape[:2]) < least:
+            raise _Unusable(
+                f"too small: {full.shape[1]}x{full.shape[0]} px, the x{scale} metrics need at least {least}x{least}"
+            )
+        hr = _to_tensor(arr)
+        lr_file = self.lr_dir / f"{f.stem}x{scale}.png"
+        if self.edsr and lr_file.is_file():
+            lr = _to_tensor(load_rgb(lr_file))
+            if tuple(lr.shape[1:]) != (hr.shape[1] // scale, hr.shape[2] // scale):
+                raise _Unusable(
+                    f"{lr_file} is {lr.shape[2]}x{lr.shape[1]} but its HR {f.name} (cropped to a multiple of "
+                    f"{scale}) needs {hr.shape[2] // scale}x{hr.shape[1] // scale}"
+                )
+        else:
+            lr = _make_lr_u8(hr, scale)
+        if self.max_size and max(hr.shape[1:]) > self.max_size:
+            lr, hr = self._centre_crop(lr, hr)
+        return {"name": f.stem, "file": f, "lr": lr.float() / 255.0, "hr": hr.float() / 255.0}
 
     def _centre_crop(self, lr: torch.Tensor, hr: torch.Tensor):
         s = self.scale

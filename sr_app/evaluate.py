@@ -10,6 +10,7 @@ paper's Fig. 9).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,20 @@ from gan_core.metrics import psnr, ssim
 
 from .data import SRValDataset
 
-__all__ = ["PROTOCOL", "bicubic_upscale", "evaluate_datasets", "plot_perception_distortion"]
+__all__ = [
+    "PROTOCOL",
+    "bicubic_upscale",
+    "evaluate_datasets",
+    "plot_perception_distortion",
+    "print_eval_table",
+    "save_json",
+]
 
 PROTOCOL = {
     "psnr_ssim": "8-bit outputs; Y of ITU-R BT.601 studio-range YCbCr (MATLAB rgb2ycbcr, float); crop = scale; "
     "SSIM 11x11 Gaussian sigma 1.5 (valid); mean over images",
-    "niqe": "pyiqa NIQE, LIVE modelparameters.mat, same Y channel, crop = scale",
+    "niqe": "pyiqa NIQE, LIVE modelparameters.mat, same Y channel, crop = scale; left out where undefined (an "
+    "output without a complete 96x96 block), means over the images that have it",
     "lpips": "lpips 0.1, AlexNet trunk, RGB in [0, 1] (skipped when the trunk is not available)",
     "lr": "EDSR layout LR_bicubic/X{scale} when present, else MATLAB-compatible bicubic of the HR (mod-cropped)",
     "bicubic": "MATLAB-compatible imresize(lr, scale, 'bicubic')",
@@ -39,8 +48,18 @@ def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def evaluate_datasets(upscaler, folders: list[Path], niqe: bool = True, lpips: bool | None = None,
-                      save_dir: Path | None = None, log=print) -> dict:  # fmt: skip
-    """{"protocol", "model", "datasets": {name: {"model": means, "bicubic": means, "images": [...]}}}."""
+                      save_dir: Path | None = None, log=print, overwrite: bool = False) -> dict:  # fmt: skip
+    """Model beside bicubic on each folder, image by image.
+
+    Returns ``{"protocol", "model", "model_file", "model_sha256" (first 12 hex digits), "scale", "precision",
+    "device", "datasets": {name: {"model": means, "bicubic": means, "images": [...], "count"}},
+    "failed": [{"dataset", "file", "error"}]}``. A file that cannot be evaluated (unreadable, empty, too
+    small for the scale, an error while upscaling or writing it) is listed in ``failed`` (and logged) and
+    the others are evaluated; a folder with no usable file is left out of ``datasets``. A NIQE that is not
+    defined (outputs too small for its 96x96 blocks) is left out of that image's row; means are over the
+    images that have the metric. ``save_dir``: SR images as ``<save_dir>/<dataset>/<stem>_x<scale>.png``,
+    never replacing a file unless ``overwrite``.
+    """
     from gan_core.metrics.lpips import LPIPS, lpips_available
 
     niqe_fn = None
@@ -54,38 +73,68 @@ def evaluate_datasets(upscaler, folders: list[Path], niqe: bool = True, lpips: b
             log("note: LPIPS skipped (alexnet-owt-7be5be79.pth not in weights/ or the torch hub cache)")
     lpips_fn = LPIPS() if lpips else None
     s = upscaler.scale
-    out = {"protocol": PROTOCOL, "model": upscaler.name, "scale": s, "precision": upscaler.precision_name,
-           "device": str(upscaler.device), "datasets": {}}  # fmt: skip
+    out = {"protocol": PROTOCOL, "model": upscaler.name, "model_file": getattr(upscaler, "source", ""),
+           "model_sha256": getattr(upscaler, "sha256", "")[:12], "scale": s, "precision": upscaler.precision_name,
+           "device": str(upscaler.device), "datasets": {}, "failed": []}  # fmt: skip
+
+    def fail(dataset: str, file, error: str) -> None:
+        out["failed"].append({"dataset": dataset, "file": str(file), "error": error})
+        log(f"failed: {file}: {error}")
+
     for folder in folders:
-        ds = SRValDataset(folder, s)
+        ds = SRValDataset(folder, s, allow_empty=True)
+        for f, reason in ds.failed:
+            fail(ds.name, f, reason)
+        if not ds.files:
+            fail(ds.name, folder, "no image files in this folder")
         images = []
         for item in ds:
-            hr = item["hr"][None]
-            sr = upscaler.upscale_array(item["lr"].permute(1, 2, 0).numpy(), np.float32)
-            sr = torch.from_numpy(sr).permute(2, 0, 1)[None]
-            bic = bicubic_upscale(item["lr"][None], s)
-            row = {"name": item["name"]}
-            for method, img in (("model", sr), ("bicubic", bic)):
-                m = {"psnr_y": float(psnr(img, hr, s)), "ssim_y": float(ssim(img, hr, s))}
-                if niqe_fn is not None:
-                    m["niqe"] = float(niqe_fn(img, crop_border=s)[0])
-                if lpips_fn is not None:
-                    m["lpips"] = float(lpips_fn(img, hr)[0])
-                row[method] = m
-            images.append(row)
-            if save_dir is not None:
-                from gan_core.image_io import write_image
+            try:
+                row = _evaluate_image(upscaler, item, s, niqe_fn, lpips_fn)
+                if save_dir is not None:
+                    from gan_core.image_io import write_image
 
-                write_image(
-                    save_dir / ds.name / f"{item['name']}_x{s}.png", sr[0].permute(1, 2, 0).numpy(), overwrite=True
-                )
+                    path = save_dir / ds.name / f"{item['name']}_x{s}.png"
+                    write_image(path, row.pop("_sr")[0].permute(1, 2, 0).numpy(), overwrite=overwrite)
+            except (ValueError, RuntimeError, OSError) as e:
+                fail(ds.name, item["file"], str(e).splitlines()[0] if str(e) else type(e).__name__)
+                continue
+            row.pop("_sr", None)
+            images.append(row)
+        if not images:
+            continue
         res = {"images": images, "count": len(images)}
         for method in ("model", "bicubic"):
-            keys = images[0][method].keys()
-            res[method] = {k: float(np.mean([r[method][k] for r in images])) for k in keys}
+            keys = dict.fromkeys(k for r in images for k in r[method])  # in first-seen order
+            res[method] = {k: float(np.mean([r[method][k] for r in images if k in r[method]])) for k in keys}
+        if niqe_fn is not None:
+            undefined = sum("niqe" not in r["model"] for r in images)
+            if undefined:
+                log(f"note: {ds.name}: NIQE undefined for {undefined} of {len(images)} image(s) (too small for its "
+                    "96x96 blocks): left out of the NIQE mean")  # fmt: skip
         out["datasets"][ds.name] = res
         log(_format_row(ds.name, res))
     return out
+
+
+def _evaluate_image(upscaler, item: dict, s: int, niqe_fn, lpips_fn) -> dict:
+    """{"name", "model": metrics, "bicubic": metrics, "_sr": (1, 3, H, W) output} of one validation item."""
+    hr = item["hr"][None]
+    sr = upscaler.upscale_array(item["lr"].permute(1, 2, 0).numpy(), np.float32)
+    sr = torch.from_numpy(sr).permute(2, 0, 1)[None]
+    bic = bicubic_upscale(item["lr"][None], s)
+    row = {"name": item["name"]}
+    for method, img in (("model", sr), ("bicubic", bic)):
+        m = {"psnr_y": float(psnr(img, hr, s)), "ssim_y": float(ssim(img, hr, s))}
+        if niqe_fn is not None:
+            value = float(niqe_fn(img, crop_border=s)[0])
+            if math.isfinite(value):  # NaN when the output has no complete 96x96 block
+                m["niqe"] = value
+        if lpips_fn is not None:
+            m["lpips"] = float(lpips_fn(img, hr)[0])
+        row[method] = m
+    row["_sr"] = sr
+    return row
 
 
 def _format_row(name: str, res: dict) -> str:
@@ -109,18 +158,26 @@ def print_eval_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_perception_distortion(result: dict, path: Path) -> Path | None:
-    """NIQE (perception, lower is better) vs SSIM (distortion, higher is better) per dataset and method."""
+def plot_perception_distortion(result: dict, path: Path, overwrite: bool = False) -> Path | None:
+    """NIQE (perception, lower is better) vs SSIM (distortion, higher is better) per dataset and method.
+
+    Datasets without a NIQE mean for both methods are left out; None (nothing written) when none has one.
+    Written through ``gan_core.atomic`` (never replacing a file unless ``overwrite``)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not any("niqe" in d["model"] for d in result["datasets"].values()):
+    from gan_core.atomic import atomic_write
+
+    shown = {n: d for n, d in result["datasets"].items() if "niqe" in d["model"] and "niqe" in d["bicubic"]}
+    if not shown:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     markers = {"model": "o", "bicubic": "s"}
-    for i, (name, d) in enumerate(result["datasets"].items()):
+    for i, (name, d) in enumerate(shown.items()):
         color = f"C{i}"
         for method in ("bicubic", "model"):
             m = d[method]
@@ -135,12 +192,16 @@ def plot_perception_distortion(result: dict, path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
+    with atomic_write(path, overwrite=overwrite) as f:
+        f.write(buf.getvalue())
     return path
 
 
-def save_json(result: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+def save_json(result: dict, path: Path, overwrite: bool = False) -> None:
+    """``result`` as indented JSON, through ``gan_core.atomic`` (never replacing a file unless ``overwrite``)."""
+    from gan_core.atomic import write_text
+
+    write_text(path, json.dumps(result, indent=2) + "\n", overwrite=overwrite)

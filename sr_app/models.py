@@ -100,7 +100,10 @@ class SRCritic(nn.Module):
         batch_norm: BatchNorm after every conv (official: True). Without it every conv has a bias.
         num_blocks: 5 -> crop 4 * 2^5 = 128.
         width: channels of the first block (64); block i has min(8 * width, width * 2^i).
-        seed: seed of the crop generator (its state is part of the critic's RNG state).
+        crop_seed: seed of the random-crop generator (its state is part of the critic's RNG state; the
+            training loop gives each DDP rank its own).
+        norm_seed: seed of the normalization's random draws (power-iteration vectors, SAN subsets), the
+            ``seed`` option of ``apply_critic_norm``; the same on every DDP rank. Unused by ``"none"``.
         **norm_options: passed to ``apply_critic_norm`` (e.g. ``ratio``, ``gain``, ``scale``).
 
     Crop: one offset per call shared by the batch, drawn uniformly over all valid positions in training
@@ -114,7 +117,8 @@ class SRCritic(nn.Module):
         batch_norm: bool = True,
         num_blocks: int = 5,
         width: int = 64,
-        seed: int = 0,
+        crop_seed: int = 0,
+        norm_seed: int = 0,
         **norm_options,
     ) -> None:
         super().__init__()
@@ -137,8 +141,9 @@ class SRCritic(nn.Module):
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self.crop_generator = torch.Generator().manual_seed(int(seed))
-        apply_critic_norm(self, critic_norm, padding=padding, **norm_options)
+        self.crop_generator = torch.Generator().manual_seed(int(crop_seed))
+        seeded = {} if critic_norm == "none" else {"seed": norm_seed}  # "none" has no random state
+        apply_critic_norm(self, critic_norm, padding=padding, **seeded, **norm_options)
 
     def random_crop(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]

@@ -8,47 +8,76 @@ G does not change between the critic step and the generator step, so the output 
    real-only and fake-only batches, as in the official code), Adam step, then one
    ``refresh_norm_constants(D)``: SAN / SN constants follow every critic update (the paper normalizes
    after each critic step).
-3. Generator step (``g_step``): ``l_content * L1 + l_feat * VGG19(conv5_4) + l_adv * (-D(fake))`` with D
+3. Generator step (``g_step``): ``l_content * L1 + l_vgg * VGG19(conv5_4) + l_adv * (-D(fake))`` with D
    frozen, Adam step, EMA update.
 
 Runs on CPU or CUDA, bf16 autocast where the hardware is fast at it (SAN's FFT stays float32),
-channels_last, under torchrun with DDP. Checkpoints hold every state needed for an exact resume.
+channels_last, under torchrun with DDP. Checkpoints hold every state needed for an exact resume. With
+``train.compile`` G, the critic's body and head and VGG-19 are compiled in place (``compile_networks``;
+what stays eager and why: ``gan_core.compilation``).
+
+Shape (nanoGPT / edm): ``train`` checks the files the run needs and sets up the process; ``_train`` builds
+(``build_data``, ``build_networks``), restores (``restore``) and runs the loop, which reads top to bottom
+(update, non-finite guard, log, validate, save, stop) with ``validate`` / ``save_checkpoint`` taking the
+loop's state (``LoopState``) explicitly. SIGINT / SIGTERM stop every rank after the same step with a
+checkpoint (``gan_core.stopping``); the pieces shared with translate-train are in ``gan_core.training``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from gan_core import distributed as gdist
-from gan_core.checkpoint import CheckpointManager, load_checkpoint, resume_state, rng_state, set_rng_state
+from gan_core.checkpoint import CheckpointManager, load_checkpoint, resume_state
+from gan_core.compilation import compile_in_place, initialize_first_use_state
 from gan_core.config import save_yaml, to_dict
 from gan_core.ema import ema_model
 from gan_core.losses import VGG19Features, all_finite, d_hinge_loss, g_hinge_loss, pixel_loss
 from gan_core.metrics import psnr, ssim
 from gan_core.norm import norm_constants, refresh_norm_constants
-from gan_core.runlog import RunLogger, format_eta
+from gan_core.runlog import RunLogger
 from gan_core.runtime import Runtime, training_runtime
+from gan_core.stopping import LoaderBatches, StopSignals, TrainingStopped, ignore_stop_signals
+from gan_core.training import (
+    NonFiniteStreak,
+    TrainingDiverged,
+    all_ranks_max,
+    check_run_files,
+    checkpoint_payload,
+    gather_rng_states,
+    load_parts,
+    restore_rng_state,
+    stopped_at,
+)
 
 from .config import SRTrainConfig
 from .data import SRTrainDataset, SRValDataset, TrainSampler
 from .evaluate import bicubic_upscale
 from .models import SRCritic, SRGenerator, generator_weights
 
-__all__ = ["TrainResult", "TrainingDiverged", "d_step", "evaluate", "g_step", "pretrain_step", "train"]
+__all__ = [
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingStopped",
+    "build_critic",
+    "build_generator",
+    "d_step",
+    "evaluate",
+    "g_step",
+    "pretrain_step",
+    "required_files",
+    "train",
+]
 
 CKPT_FORMAT = "san-gan/sr-train/1"
 # keys that may change when resuming; everything else must match the checkpoint's config
-RESUME_MUTABLE = ("train.steps", "train.device", "data.num_workers", "data.val_dirs", "log.")
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite losses; a checkpoint was written before stopping."""
+RESUME_MUTABLE = ("train.steps", "train.device", "train.compile", "data.num_workers", "data.val_dirs", "log.")
 
 
 @dataclasses.dataclass
@@ -75,7 +104,7 @@ def pretrain_step(G, lr, hr, opt_g, kind: str, rt: Runtime) -> dict:
 def d_step(D, real, fake, opt_d, rt: Runtime) -> dict:
     """Hinge loss on real and (detached) fake HR images, backward; the caller steps the optimizer."""
     D.requires_grad_(True)
-    with rt.autocast(), parametrize.cached():  # each normalized weight computed once for both calls
+    with rt.autocast(), rt.cached_weights():  # eager: each normalized weight computed once for both calls
         real_logits = D(real)
         fake_logits = D(fake.detach())
     loss = d_hinge_loss(real_logits, fake_logits)
@@ -97,11 +126,11 @@ def g_step(D, fake, hr, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
         out["content"] = pixel_loss(fake, hr, loss_cfg.pixel)
         total = total + loss_cfg.content_weight * out["content"]
     with rt.autocast():
-        if vgg is not None and loss_cfg.feature_weight > 0:
+        if vgg is not None and loss_cfg.vgg_loss_weight > 0:
             out["vgg"] = vgg.loss(fake, hr)
-            total = total + loss_cfg.feature_weight * out["vgg"]
+            total = total + loss_cfg.vgg_loss_weight * out["vgg"]
         if loss_cfg.adv_weight > 0:
-            with parametrize.cached():
+            with rt.cached_weights():
                 out["g_adv"] = g_hinge_loss(D(fake))
             total = total + loss_cfg.adv_weight * out["g_adv"]
     opt_g.zero_grad(set_to_none=True)
@@ -175,7 +204,7 @@ def save_samples(G, val_sets, rt: Runtime, scale: int, path: Path, n: int = 4, s
         save_image(torch.stack(tiles), path, nrow=3, padding=2)
 
 
-# -- state --------------------------------------------------------------------------------------------
+# -- building a run -----------------------------------------------------------------------------------
 def _milestones(cfg: SRTrainConfig) -> list[int]:
     return sorted({max(1, round(f * cfg.train.steps)) for f in cfg.optim.milestones})
 
@@ -185,19 +214,215 @@ def build_generator(cfg: SRTrainConfig) -> SRGenerator:
     return SRGenerator(m.channels, m.num_blocks, cfg.data.scale, m.init_scale, m.residual_init_scale)
 
 
-def build_critic(cfg: SRTrainConfig, seed: int) -> SRCritic:
+def build_critic(cfg: SRTrainConfig, crop_seed: int) -> SRCritic:
     return SRCritic(
         cfg.model.critic_norm,
         padding=cfg.model.critic_padding,
         batch_norm=cfg.model.critic_bn,
         num_blocks=cfg.model.critic_blocks,
         width=cfg.model.critic_width,
-        seed=seed,
+        crop_seed=crop_seed,
+        norm_seed=cfg.train.seed,
         **cfg.model.critic_norm_options(),
     )
 
 
-# -- the loop -----------------------------------------------------------------------------------------
+def required_files(cfg: SRTrainConfig, fresh: bool = True) -> tuple[dict[str, str], dict[str, str]]:
+    """(weights, checkpoints) a run of ``cfg`` reads, by config key, for ``check_run_files``: VGG-19 when
+    stage gan has the VGG term, ``train.init_from`` when stage gan starts ``fresh`` (not resumed)."""
+    gan = cfg.train.stage == "gan"
+    weights = {"loss.vgg_weights_file": cfg.loss.vgg_weights_file} if gan and cfg.loss.vgg_loss_weight > 0 else {}
+    checkpoints = {"train.init_from": cfg.train.init_from} if gan and fresh and cfg.train.init_from else {}
+    return weights, checkpoints
+
+
+def objective(cfg: SRTrainConfig) -> str:
+    """The loss in words, e.g. ``0.01*l1 + 1*VGG19(conv5_4) + 0.1*hinge``."""
+    if cfg.train.stage != "gan":
+        return f"{cfg.loss.pretrain_pixel} pixel loss"
+    loss = cfg.loss
+    terms = [
+        (f"{loss.content_weight:g}*{loss.pixel}", loss.content_weight),
+        (f"{loss.vgg_loss_weight:g}*VGG19(conv5_4)", loss.vgg_loss_weight),
+        (f"{loss.adv_weight:g}*hinge", loss.adv_weight),
+    ]
+    return " + ".join(t for t, w in terms if w > 0)
+
+
+@dataclasses.dataclass
+class Data:
+    """Training images (an endless loader of this rank's batches) and, on rank 0, the validation sets."""
+
+    train_set: SRTrainDataset
+    loader: DataLoader
+    val_sets: list[SRValDataset]
+    bicubic: dict[str, float]  # bicubic Y-PSNR per validation set
+
+
+def build_data(cfg: SRTrainConfig, info: gdist.DistInfo, start: int) -> Data:
+    """The data of this rank, its sampler positioned after ``start`` steps (exact resume)."""
+    per_rank_batch = cfg.train.batch_size // info.world_size
+    train_set = SRTrainDataset(cfg.data.train_dirs, cfg.data.scale, cfg.data.lr_patch, cfg.data.hflip,
+                               cfg.data.dequantize, seed=cfg.train.seed, cache=cfg.data.cache_images,
+                               exclude=cfg.data.exclude)  # fmt: skip
+    val_sets = (
+        [SRValDataset(d, cfg.data.scale, cfg.data.val_max_size) for d in cfg.data.val_dirs] if info.is_main else []
+    )
+    sampler = TrainSampler(len(train_set), info.rank, info.world_size, cfg.train.seed, start=start * per_rank_batch)
+    loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.data.num_workers,
+                        drop_last=True, worker_init_fn=ignore_stop_signals)  # fmt: skip
+    return Data(train_set, loader, val_sets, bicubic_baseline(val_sets, cfg.data.scale))
+
+
+@dataclasses.dataclass
+class Networks:
+    """What is trained (G and D are DDP-wrapped under torchrun after ``wrap_for_ddp``) and what it uses."""
+
+    G: torch.nn.Module
+    ema: torch.optim.swa_utils.AveragedModel  # EMA of G (``ema.module``: the generator that is validated)
+    opt_g: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    D: torch.nn.Module | None = None  # stage gan only, with everything below
+    opt_d: torch.optim.Optimizer | None = None
+    sched_d: torch.optim.lr_scheduler.LRScheduler | None = None
+    vgg: VGG19Features | None = None
+    crop_gen: torch.Generator | None = None  # the critic's per-rank random crops: part of the RNG state
+
+    def parts(self) -> dict:
+        """Checkpoint key -> object with a ``state_dict``."""
+        parts = {"G": self.G, "G_ema": self.ema, "opt_g": self.opt_g, "sched_g": self.sched_g}
+        if self.D is not None:
+            parts.update(D=self.D, opt_d=self.opt_d, sched_d=self.sched_d)
+        return parts
+
+
+def build_networks(cfg: SRTrainConfig, rt: Runtime, log: logging.Logger, fresh: bool) -> Networks:
+    """G (from ``train.init_from`` when stage gan starts ``fresh``), its EMA, the critic and VGG-19 (stage
+    gan) and the optimizers: identical initial weights on every rank; the critic's crops seeded per rank."""
+    gan = cfg.train.stage == "gan"
+    gdist.seed_everything(cfg.train.seed)
+    G = build_generator(cfg)
+    D = build_critic(cfg, crop_seed=cfg.train.seed + 7919 * rt.info.rank + 1) if gan else None
+    if gan and fresh and cfg.train.init_from:
+        weights, key = generator_weights(load_checkpoint(cfg.train.init_from))
+        G.load_state_dict(weights)
+        log.info("generator initialised from %s (%s)", cfg.train.init_from, key)
+    elif gan and fresh:
+        log.warning("stage gan without train.init_from: the generator starts from scratch, not from a pretrain run")
+    fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
+    G = G.to(rt.device, memory_format=fmt)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas_g)
+    nets = Networks(G, ema_model(G, cfg.train.ema_decay), opt_g,
+                    torch.optim.lr_scheduler.MultiStepLR(opt_g, _milestones(cfg), cfg.optim.gamma))  # fmt: skip
+    if D is not None:
+        nets.D = D.to(rt.device, memory_format=fmt)
+        nets.opt_d = torch.optim.Adam(nets.D.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
+        nets.sched_d = torch.optim.lr_scheduler.MultiStepLR(nets.opt_d, _milestones(cfg), cfg.optim.gamma)
+        nets.crop_gen = D.crop_generator
+    if gan and cfg.loss.vgg_loss_weight > 0:
+        nets.vgg = VGG19Features(("conv5_4",), cfg.loss.vgg_weights_file).to(rt.device, memory_format=fmt)
+    return nets
+
+
+def compile_networks(cfg: SRTrainConfig, nets: Networks, rt: Runtime) -> str:
+    """``train.compile``: G, the critic's ``features`` and ``head`` (its random crop stays eager) and VGG-19,
+    compiled in place (``gan_core.compilation``), after the critic's first-use norm state was created on an
+    HR-patch-shaped batch. Returns the log line."""
+    G, D = gdist.unwrap(nets.G), gdist.unwrap(nets.D) if nets.D is not None else None
+    if D is not None:
+        hr = cfg.data.lr_patch * cfg.data.scale
+        initialize_first_use_state(D, rt.to_device(torch.zeros(1, 3, hr, hr)), rt)
+    return compile_in_place({"G": G, "D.features": D.features if D is not None else None,
+                             "D.head": D.head if D is not None else None, "VGG-19": nets.vgg}, rt.device)  # fmt: skip
+
+
+def wrap_for_ddp(nets: Networks, rt: Runtime) -> None:
+    """Under torchrun: G and D in DistributedDataParallel (the critic's buffers stay per rank)."""
+    if rt.info.enabled:
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        nets.G = DDP(nets.G, device_ids=ids)
+        if nets.D is not None:
+            nets.D = DDP(nets.D, device_ids=ids, broadcast_buffers=False)
+
+
+@dataclasses.dataclass
+class LoopState:
+    """What the loop changes besides the networks: saved in every checkpoint."""
+
+    step: int
+    streak: NonFiniteStreak
+    best: float = float("-inf")  # best Y-PSNR of the first validation set
+    last_val: dict = dataclasses.field(default_factory=dict)  # the last validation results (rank 0)
+
+
+def restore(
+    cfg: SRTrainConfig, nets: Networks, state: dict | None, info: gdist.DistInfo, log: logging.Logger
+) -> LoopState:
+    """The loop's starting state: step 0, or ``state``'s step with networks, optimizers, schedulers, RNG
+    streams, best score and non-finite streak loaded from it."""
+    run = LoopState(0, NonFiniteStreak(cfg.train.max_nonfinite))
+    if state is not None:
+        load_parts(state, nets.parts())
+        restore_rng_state(state["rng"], info, nets.crop_gen, log)
+        run.step, run.best = int(state["step"]), float(state.get("best", run.best))
+        run.streak.count = int(state.get("nonfinite_streak", 0))
+    return run
+
+
+def describe_run(cfg: SRTrainConfig, rt: Runtime, data: Data, start: int) -> str:
+    """The run's first log line: what trains, where, on what, from which step."""
+    critic = f"{cfg.model.critic_norm} ({cfg.model.critic_padding} padding)" if cfg.train.stage == "gan" else None
+    amp = str(rt.amp).replace("torch.", "") if rt.amp else "fp32"
+    return (
+        f"{cfg.name} stage {cfg.train.stage} on {rt.device} ({amp}, "
+        f"{'channels_last' if rt.channels_last else 'contiguous'}), {rt.info.world_size} rank(s), batch "
+        f"{cfg.train.batch_size}, {start}/{cfg.train.steps} steps; objective: {objective(cfg)}; train images: "
+        f"{len(data.train_set)} ({len(data.train_set.too_small)} too small, {len(data.train_set.unreadable)} "
+        f"unreadable); critic: {critic or 'none (stage pretrain)'}"
+    )
+
+
+# -- validation and checkpoints -------------------------------------------------------------------------
+def validate(cfg: SRTrainConfig, nets: Networks, data: Data, rt: Runtime, run: LoopState, logger: RunLogger,
+             run_dir: Path) -> bool:  # fmt: skip
+    """Rank 0: Y-PSNR / Y-SSIM of the EMA generator per validation set, logged (and a sample grid every
+    ``sample_every`` steps). Every rank: True when the first set's PSNR is a new best (``run.best``)."""
+    res = {}
+    if rt.info.is_main and data.val_sets:
+        res = evaluate(nets.ema.module, data.val_sets, rt, cfg.data.scale, data.bicubic, cfg.log.niqe)
+        for name, r in res.items():
+            logger.metrics(run.step, "val", {"dataset": name, **r}, tb_prefix=f"val/{name}")
+            niqe = f", NIQE {r['niqe']:.3f}" if "niqe" in r else ""
+            logger.log.info("step %d val %s: Y-PSNR %.3f dB (bicubic %.3f), Y-SSIM %.4f%s", run.step, name,
+                            r["psnr_y"], r["bicubic_psnr_y"], r["ssim_y"], niqe)  # fmt: skip
+        if run.step % cfg.log.sample_every == 0 or run.step == cfg.train.steps:
+            samples = run_dir / "samples" / f"step_{run.step:08d}.png"
+            save_samples(nets.ema.module, data.val_sets, rt, cfg.data.scale, samples)
+    first = next(iter(res.values()), None)
+    improved = bool(first and first["psnr_y"] > run.best)
+    if improved:
+        run.best = first["psnr_y"]
+    run.last_val = res
+    improved = gdist.all_reduce_flag(improved, rt.device)
+    gdist.barrier()
+    return improved
+
+
+def save_checkpoint(cfg: SRTrainConfig, nets: Networks, run: LoopState, rt: Runtime, ckpts: CheckpointManager,
+                    log: logging.Logger, is_best: bool = False, step_file: bool = True) -> Path | None:  # fmt: skip
+    """Write the state at ``run.step`` (rank 0); returns its path on rank 0, None elsewhere. Gathers every
+    rank's RNG states: every rank must call it at the same step."""
+    rng = gather_rng_states(rt.info, nets.crop_gen)
+    if not rt.info.is_main:
+        return None
+    payload = checkpoint_payload(CKPT_FORMAT, to_dict(cfg), run.step, nets.parts(), rng, rt.info.world_size,
+                                 best=run.best, nonfinite_streak=run.streak.count)  # fmt: skip
+    path = ckpts.save(payload, run.step, is_best, step_file)
+    log.info("checkpoint %s%s", path, " (best)" if is_best else "")
+    return path
+
+
+# -- the loop -------------------------------------------------------------------------------------------
 def train(
     cfg: SRTrainConfig,
     run_dir: str | Path,
@@ -213,272 +438,116 @@ def train(
 
     Returns:
         ``TrainResult`` (unwrapped networks on their training device).
+
+    Raises:
+        WeightsError: files the run needs are missing (all listed), before any work.
+        TrainingDiverged: ``train.max_nonfinite`` non-finite steps in a row (a checkpoint was written).
+        TrainingStopped: SIGINT / SIGTERM; every rank stopped after the same step and a checkpoint was
+            written (a second signal interrupts at once, without one).
     """
     run_dir = Path(run_dir)
-    rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last)
-    info = rt.info
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
-    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, to_dict(cfg), RESUME_MUTABLE)
-    if info.world_size > 1 and cfg.train.batch_size % info.world_size:
-        raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {info.world_size} ranks")
-    per_rank_batch = cfg.train.batch_size // info.world_size
-    logger = RunLogger(run_dir, "sr_train", info.is_main, cfg.log.tensorboard, cfg.train.steps)
-    finished = False
-    try:
-        if info.is_main:
-            save_yaml(cfg, run_dir / "config.yaml")
-        result = _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, stop_after)
-        finished = True
-        return result
-    finally:
-        logger.close()
-        gdist.cleanup(info, sync=finished)
-
-
-def _train(cfg, run_dir, rt, state, ckpt_path, ckpts, logger, per_rank_batch, stop_after) -> TrainResult:
-    info, log = rt.info, logger.log
-    gan = cfg.train.stage == "gan"
-
-    # Data.
-    train_set = SRTrainDataset(
-        cfg.data.train_dirs,
-        cfg.data.scale,
-        cfg.data.lr_patch,
-        cfg.data.hflip,
-        cfg.data.dequantize,
-        seed=cfg.train.seed,
-        cache=cfg.data.cache_images,
-        exclude=cfg.data.exclude,
-    )
-    val_sets = (
-        [SRValDataset(d, cfg.data.scale, cfg.data.val_max_size) for d in cfg.data.val_dirs] if info.is_main else []
-    )
-    bicubic = bicubic_baseline(val_sets, cfg.data.scale)
+    ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, cfg, RESUME_MUTABLE)
+    check_run_files(*required_files(cfg, fresh=state is None))
+    rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last, cfg.train.compile)
+    if rt.info.world_size > 1 and cfg.train.batch_size % rt.info.world_size:
+        raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {rt.info.world_size} ranks")
     start = int(state["step"]) if state else 0
-    sampler = TrainSampler(len(train_set), info.rank, info.world_size, cfg.train.seed, start=start * per_rank_batch)
-    loader = DataLoader(
-        train_set,
-        batch_size=per_rank_batch,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        persistent_workers=cfg.data.num_workers > 0,
-        drop_last=True,
-    )
+    logger = RunLogger(run_dir, "sr_train", rt.info.is_main, cfg.log.tensorboard, cfg.train.steps, start)
+    finished = False
+    with StopSignals(announce=rt.info.is_main) as stop:
+        try:
+            if rt.info.is_main:
+                save_yaml(cfg, run_dir / "config.yaml")
+            result = _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after)
+            finished = True
+            return result
+        finally:
+            logger.close()
+            gdist.cleanup(rt.info, sync=finished)
 
-    # Models: identical initial weights on every rank; per-rank randomness (critic crops) seeded by rank.
-    gdist.seed_everything(cfg.train.seed)
-    G = build_generator(cfg)
-    D = build_critic(cfg, seed=cfg.train.seed + 7919 * info.rank + 1) if gan else None
-    crop_gen = D.crop_generator if D is not None else None  # per-rank critic crops: part of the RNG state
-    if gan and cfg.train.init_from and state is None:
-        weights, key = generator_weights(load_checkpoint(cfg.train.init_from))
-        G.load_state_dict(weights)
-        log.info("generator initialised from %s (%s)", cfg.train.init_from, key)
-    elif gan and state is None:
-        log.warning("stage gan without train.init_from: the generator starts from scratch, not from a pretrain run")
-    fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
-    G = G.to(rt.device, memory_format=fmt)
-    ema = ema_model(G, cfg.train.ema_decay)
-    if D is not None:
-        D = D.to(rt.device, memory_format=fmt)
-    vgg = None
-    if gan and cfg.loss.feature_weight > 0:
-        vgg = VGG19Features(("conv5_4",), cfg.loss.vgg_weights).to(rt.device, memory_format=fmt)
-    objective = (
-        f"{cfg.loss.pretrain_pixel} pixel loss"
-        if not gan
-        else " + ".join(
-            t
-            for t, w in [
-                (f"{cfg.loss.content_weight:g}*{cfg.loss.pixel}", cfg.loss.content_weight),
-                (f"{cfg.loss.feature_weight:g}*VGG19(conv5_4)", cfg.loss.feature_weight),
-                (f"{cfg.loss.adv_weight:g}*hinge", cfg.loss.adv_weight),
-            ]
-            if w > 0
-        )
-    )
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas_g)
-    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, _milestones(cfg), cfg.optim.gamma)
-    opt_d = sched_d = None
-    if D is not None:
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
-        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, _milestones(cfg), cfg.optim.gamma)
-    best = float("-inf")
-    streak = 0
+
+def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) -> TrainResult:
+    log, gan = logger.log, cfg.train.stage == "gan"
+
+    # Build the data and the networks; restore a checkpoint's state; wrap for DDP.
+    start = int(state["step"]) if state else 0
+    data = build_data(cfg, rt.info, start)
+    nets = build_networks(cfg, rt, log, fresh=state is None)
+    run = restore(cfg, nets, state, rt.info, log)
     if state is not None:
-        G.load_state_dict(state["G"])
-        ema.load_state_dict(state["G_ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        sched_g.load_state_dict(state["sched_g"])
-        if D is not None:
-            D.load_state_dict(state["D"])
-            opt_d.load_state_dict(state["opt_d"])
-            sched_d.load_state_dict(state["sched_d"])
-        best = float(state.get("best", best))
-        streak = int(state.get("nonfinite_streak", 0))
-        ranks = state["rng"]
-        if len(ranks) != info.world_size:
-            log.warning("resuming with %d ranks from a %d-rank run: RNG streams differ", info.world_size, len(ranks))
-        set_rng_state(ranks[min(info.rank, len(ranks) - 1)], crop_gen)
         log.info("resumed from %s at step %d", ckpt_path, start)
-    if info.enabled:
-        G = DDP(G, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-        if D is not None:
-            D = DDP(D, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, broadcast_buffers=False)
+    wrap_for_ddp(nets, rt)
+    log.info(describe_run(cfg, rt, data, start))
+    if rt.compiled:
+        log.info("compiled: %s", compile_networks(cfg, nets, rt))
 
-    log.info(
-        "%s stage %s on %s (%s, %s), %d rank(s), batch %d, %d/%d steps; objective: %s; train images: %d "
-        "(%d too small, %d unreadable); critic: %s",
-        cfg.name,
-        cfg.train.stage,
-        rt.device,
-        str(rt.amp).replace("torch.", "") if rt.amp else "fp32",
-        "channels_last" if rt.channels_last else "contiguous",
-        info.world_size,
-        cfg.train.batch_size,
-        start,
-        cfg.train.steps,
-        objective,
-        len(train_set),
-        len(train_set.too_small),
-        len(train_set.unreadable),
-        f"{cfg.model.critic_norm} ({cfg.model.critic_padding} padding)" if gan else "none (stage pretrain)",
-    )
-
-    def checkpoint(step: int, is_best: bool = False, step_file: bool = True) -> None:
-        rng = [rng_state(crop_gen)]
-        if info.enabled:
-            rng = [None] * info.world_size
-            torch.distributed.all_gather_object(rng, rng_state(crop_gen))
-        if not info.is_main:
-            return
-        payload = {
-            "format": CKPT_FORMAT,
-            "config": to_dict(cfg),
-            "step": step,
-            "G": gdist.unwrap(G).state_dict(),
-            "G_ema": ema.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "sched_g": sched_g.state_dict(),
-            "rng": rng,
-            "best": best,
-            "nonfinite_streak": streak,
-            "world_size": info.world_size,
-        }
-        if D is not None:
-            payload.update(D=gdist.unwrap(D).state_dict(), opt_d=opt_d.state_dict(), sched_d=sched_d.state_dict())
-        path = ckpts.save(payload, step, is_best, step_file)
-        log.info("checkpoint %s%s", path, " (best)" if is_best else "")
-
-    def validate(step: int) -> dict:
-        nonlocal best
-        res = {}
-        if info.is_main and val_sets:
-            res = evaluate(ema.module, val_sets, rt, cfg.data.scale, bicubic, cfg.log.niqe)
-            for name, r in res.items():
-                logger.metrics(step, "val", {"dataset": name, **r}, tb_prefix=f"val/{name}")
-                log.info(
-                    "step %d val %s: Y-PSNR %.3f dB (bicubic %.3f), Y-SSIM %.4f%s",
-                    step,
-                    name,
-                    r["psnr_y"],
-                    r["bicubic_psnr_y"],
-                    r["ssim_y"],
-                    f", NIQE {r['niqe']:.3f}" if "niqe" in r else "",
-                )
-            if step % cfg.log.sample_every == 0 or step == cfg.train.steps:
-                save_samples(ema.module, val_sets, rt, cfg.data.scale, run_dir / "samples" / f"step_{step:08d}.png")
-        first = next(iter(res.values()), None)
-        improved = bool(first and first["psnr_y"] > best)
-        if improved:
-            best = first["psnr_y"]
-        improved = gdist.all_reduce_flag(improved, rt.device)
-        gdist.barrier()
-        return {"results": res, "improved": improved}
-
-    last_val: dict = {}
-    step = start
     end = cfg.train.steps if stop_after is None else min(cfg.train.steps, start + stop_after)
-    it = iter(loader)
-    totals: dict[str, float] = {}
-    n_logged = 0
-    G.train()
-    if D is not None:
-        D.train()
-    try:
-        while step < end:
-            batch = next(it)
+    logger.start_loop(start, cfg.train.steps)
+    nets.G.train()
+    if nets.D is not None:
+        nets.D.train()
+    with LoaderBatches(data.loader) as batches:  # its worker processes end with the loop
+        while run.step < end:
+            batch = next(batches)
+            rt.begin_step()
             lr, hr = rt.to_device(batch["lr"]), rt.to_device(batch["hr"])
+
+            # Update: the pixel loss (pretrain), or the critic then the generator on one G(lr) (gan). Every rank
+            # skips the update when a loss is not finite on any rank, and stops after this step when any rank
+            # got a stop signal: both are agreed on in the step's last all-reduce.
             if not gan:
-                losses = pretrain_step(G, lr, hr, opt_g, cfg.loss.pretrain_pixel, rt)
-                nonfinite = gdist.all_reduce_flag(not all_finite(losses), rt.device)
-                if not nonfinite:
-                    opt_g.step()
+                losses = pretrain_step(nets.G, lr, hr, nets.opt_g, cfg.loss.pretrain_pixel, rt)
             else:
                 with rt.autocast():
-                    fake = G(lr)
-                losses = d_step(D, hr, fake, opt_d, rt)
-                nonfinite = gdist.all_reduce_flag(not all_finite(losses), rt.device)
-                if not nonfinite:
-                    opt_d.step()
-                    refresh_norm_constants(D)  # constants follow every critic update
-                g_losses = g_step(gdist.unwrap(D), fake, hr, opt_g, vgg, cfg.loss, rt)
-                g_nonfinite = gdist.all_reduce_flag(not all_finite(g_losses), rt.device)
-                losses.update(g_losses)
-                if not (nonfinite or g_nonfinite):
-                    opt_g.step()
-                nonfinite = nonfinite or g_nonfinite
-            step += 1
+                    fake = nets.G(lr)
+                losses = d_step(nets.D, hr, fake, nets.opt_d, rt)
+                (d_nonfinite,) = all_ranks_max(not all_finite(losses), device=rt.device)
+                if not d_nonfinite:
+                    nets.opt_d.step()
+                    refresh_norm_constants(nets.D)  # constants follow every critic update
+                losses.update(g_step(gdist.unwrap(nets.D), fake, hr, nets.opt_g, nets.vgg, cfg.loss, rt))
+            nonfinite, stop_signal = all_ranks_max(not all_finite(losses), stop.signum, device=rt.device)
+            if not nonfinite:
+                nets.opt_g.step()
+            run.step += 1
             values = {k: float(v) for k, v in losses.items()}  # the step's one conversion to Python numbers
+
+            # Non-finite losses: the step was skipped; train.max_nonfinite in a row end the run with a checkpoint.
+            diverged = run.streak.update(bool(nonfinite))
             if nonfinite:
-                streak += 1
-                log.warning(
-                    "step %d: non-finite loss (%s); step skipped (%d in a row)",
-                    step,
-                    ", ".join(f"{k}={v:.4g}" for k, v in values.items()),
-                    streak,
-                )
-                if streak >= cfg.train.max_nonfinite:
-                    checkpoint(step)
-                    raise TrainingDiverged(
-                        f"{streak} consecutive non-finite losses at step {step}; checkpoint written to {ckpts.folder}"
-                    )
-            else:
-                streak = 0
-                ema.update_parameters(gdist.unwrap(G))
-            sched_g.step()
-            if sched_d is not None:
-                sched_d.step()
-            for k, v in values.items():
-                totals[k] = totals.get(k, 0.0) + v
-            n_logged += 1
-            logger.progress(step, {k: v for k, v in values.items() if k in ("pixel", "d_hinge", "g_total")})
-            if step % cfg.log.log_every == 0 or step == end:
-                ips, eta = logger.rate(step)
-                means = {k: v / n_logged for k, v in totals.items()}
-                extra = {"lr_g": opt_g.param_groups[0]["lr"], "it_per_s": ips}
-                if D is not None:
-                    extra.update({f"san/{k}": v for k, v in norm_constants(gdist.unwrap(D)).items()})
-                logger.metrics(step, "train", {**means, **extra})
-                log.info(
-                    "step %d/%d %s | %.2f it/s, ETA %s",
-                    step,
-                    cfg.train.steps,
-                    " ".join(f"{k} {v:.4g}" for k, v in means.items()),
-                    ips,
-                    format_eta(eta),
-                )
-                totals, n_logged = {}, 0
+                log.warning(run.streak.warning(run.step, values))
+            if diverged:
+                save_checkpoint(cfg, nets, run, rt, ckpts, log)
+                gdist.barrier()  # no rank exits (and has its launcher end the others) before the file is written
+                raise run.streak.error(run.step, ckpts.folder)
+            if not nonfinite:
+                nets.ema.update_parameters(gdist.unwrap(nets.G))
+            nets.sched_g.step()
+            if nets.sched_d is not None:
+                nets.sched_d.step()
+
+            # Log: the progress bar every step; mean losses, lr, critic constants and speed every log_every steps.
+            logger.record(run.step, values, show=("pixel", "d_hinge", "g_total"))
+            if run.step % cfg.log.log_every == 0 or run.step == end:
+                extra = {"lr_g": nets.opt_g.param_groups[0]["lr"]}
+                if nets.D is not None:
+                    extra.update({f"norm/{k}": v for k, v in norm_constants(gdist.unwrap(nets.D)).items()})
+                logger.log_means(run.step, extra)
+
+            # Validate the EMA generator; save every save_every steps, at the end and on a new best.
             is_best = False
-            if step % cfg.log.eval_every == 0 or step == cfg.train.steps:
-                out = validate(step)
-                last_val, is_best = out["results"], out["improved"]
-            save_due = step % cfg.log.save_every == 0 or step == end
-            if save_due or is_best:
-                checkpoint(step, is_best=is_best, step_file=save_due)
-    except KeyboardInterrupt:
-        log.warning("interrupted at step %d; writing a checkpoint (resume with --resume auto)", step)
-        checkpoint(step)
-        raise
-    log.info("done at step %d (%s)", step, "finished" if step >= cfg.train.steps else "stopped early")
-    return TrainResult(step, last_val, gdist.unwrap(G), ema.module, gdist.unwrap(D) if D is not None else None)
+            if run.step % cfg.log.eval_every == 0 or run.step == cfg.train.steps:
+                is_best = validate(cfg, nets, data, rt, run, logger, run_dir)
+            saved = run.step % cfg.log.save_every == 0 or run.step == end
+            path = save_checkpoint(cfg, nets, run, rt, ckpts, log, is_best, saved) if saved or is_best else None
+
+            # Stop on SIGINT / SIGTERM: every rank after this same step, with a step checkpoint.
+            if stop_signal:
+                if not saved:
+                    path = save_checkpoint(cfg, nets, run, rt, ckpts, log)
+                raise stopped_at(stop_signal, run.step, path, log)
+
+    log.info("done at step %d (%s)", run.step, "finished" if run.step >= cfg.train.steps else "stopped early")
+    return TrainResult(run.step, run.last_val, gdist.unwrap(nets.G), nets.ema.module,
+                       gdist.unwrap(nets.D) if nets.D is not None else None)  # fmt: skip

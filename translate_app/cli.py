@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 
 from gan_core.config import ConfigError, load_config, to_dict
@@ -20,6 +22,8 @@ def train_main(argv: list[str] | None = None) -> int:
         prog="translate-train",
         description="Train SAN-SPADE (or SPADE) on Cityscapes label maps. Single process, or DDP under "
         "`torchrun --nproc_per_node K translate-train ...`.",
+        epilog="Ctrl-C or SIGTERM: the step in progress finishes, a checkpoint is written and the run exits 130 "
+        "(SIGINT) or 143 (SIGTERM); continue with --resume auto. A second signal stops at once.",
     )
     p.add_argument("--config", "-c", type=Path, help="YAML preset (configs/san_spade_paper.yaml, spade_paper.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -30,7 +34,9 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", metavar="PATH|auto")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop with a checkpoint after N steps of this run")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and data summary, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and data summary, check the weight files the run needs, then "
+                   "exit (2 if any is missing)")  # fmt: skip
     args = p.parse_args(argv)
     overrides = list(args.overrides)
     for flag, key in (("data_root", "data.root"), ("steps", "train.steps"), ("batch_size", "train.batch_size"),
@@ -49,7 +55,11 @@ def train_main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         import yaml
 
+        from gan_core.training import check_run_files
+        from gan_core.weights import WeightsError
+
         from .data import CityscapesDataset
+        from .train import required_files
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         try:
@@ -58,56 +68,32 @@ def train_main(argv: list[str] | None = None) -> int:
             print(f"translate-train: {e}", file=sys.stderr)
             return 2
         print(f"# run directory: {run_dir}\n# training frames: {len(ds)}")
+        try:
+            for line in check_run_files(*required_files(cfg), dry_run=True):
+                print(f"# needs {line}")
+        except WeightsError as e:
+            print(f"translate-train: {e}", file=sys.stderr)
+            return 2
         return 0
+    from gan_core.stopping import TrainingStopped
+
     from .train import TrainingDiverged, train
 
     try:
         train(cfg, run_dir, resume=args.resume, stop_after=args.stop_after)
+    except FileNotFoundError as e:  # files the run needs (all listed), a --resume path: before any work
+        print(f"translate-train: {e}", file=sys.stderr)
+        return 2
     except (TrainingDiverged, FileExistsError, ValueError, RuntimeError) as e:
         print(f"translate-train: {e}", file=sys.stderr)
         return 1
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the run logged where it stopped and its checkpoint
+        if e.step is None:
+            print(f"translate-train: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-def load_generator(path: str | Path, device: str = "cpu"):
-    """(generator in eval mode, config) from a translate-train checkpoint."""
-    from gan_core.checkpoint import load_checkpoint
-    from gan_core.config import from_dict
-
-    from .train import CKPT_FORMAT, build_generator
-
-    ck = load_checkpoint(path)
-    if ck.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is not a translate-train checkpoint")
-    cfg = from_dict(SpadeTrainConfig, ck["config"])
-    G = build_generator(cfg)
-    G.load_state_dict(ck["G"])
-    return G.eval().to(device), cfg
-
-
-def _label_files(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    import glob
-
-    files, missing, seen = [], [], set()
-    for arg in inputs:
-        p = Path(arg)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*labelIds.png")) or sorted(p.glob("*.png"))
-        elif p.is_file():
-            found = [p]
-        elif any(c in arg for c in "*?["):
-            found = [Path(m) for m in sorted(glob.glob(arg, recursive=True)) if Path(m).is_file()]
-        else:
-            found = []
-        if not found:
-            missing.append((arg, "no label map found"))
-        for f in found:
-            if f.resolve() not in seen and "instanceIds" not in f.name:
-                seen.add(f.resolve())
-                files.append(f)
-    return files, missing
 
 
 # -- translate-infer ---------------------------------------------------------------------------------
@@ -115,7 +101,8 @@ def infer_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="translate-infer",
         description="Synthesize street scenes from Cityscapes label-id PNGs with a trained SAN-SPADE generator. "
-        "Instance maps (*_instanceIds.png beside *_labelIds.png) are used when present.",
+        "Instance maps (*_instanceIds.png beside *_labelIds.png) are used when present. Bad files are "
+        "reported and skipped; outputs are written atomically and never replace a file without --overwrite.",
     )
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="LABELS", help="label PNGs, folders, globs")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
@@ -124,61 +111,65 @@ def infer_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--skip-existing", action="store_true", help="leave label maps whose output exists alone")
     args = p.parse_args(argv)
+    if args.overwrite and args.skip_existing:
+        p.error("--overwrite and --skip-existing exclude each other")
+    started = time.time()
+    try:
+        return _infer(args, started)
+    except KeyboardInterrupt:
+        print(f"{p.prog}: interrupted before any label map was processed", file=sys.stderr)
+        return 130
 
-    import numpy as np
-    import torch
 
-    from gan_core.distributed import pick_device
-    from gan_core.image_io import ImageError, write_image
-    from gan_core.runtime import autocast, autocast_dtype, tune_cpu_allocator
+def _infer(args: argparse.Namespace, started: float) -> int:
+    from tqdm import tqdm
 
-    from .data import colorize_labels, label_tensor, load_instance_map, load_label_map, pair_instance_file
+    from gan_core.atomic import remove_stale_temporaries
+    from gan_core.runtime import tune_cpu_allocator
 
+    from .infer import InferOptions, Synthesizer, check_output_folder, find_label_files, run_batch
+
+    prog = "translate-infer"
+    try:
+        check_output_folder(args.output)
+    except ValueError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    stale = remove_stale_temporaries(args.output, started)
+    if stale:
+        print(f"{prog}: removed {len(stale)} unfinished temporary file(s) of an earlier run in {args.output}",
+              file=sys.stderr)  # fmt: skip
     tune_cpu_allocator()
     try:
-        device = pick_device(args.device)
-    except RuntimeError as e:
-        print(f"{p.prog}: {e}", file=sys.stderr)
+        synth = Synthesizer.from_checkpoint(args.weights, args.device, args.precision)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"{prog}: cannot load the checkpoint: {e}", file=sys.stderr)
         return 2
-    try:
-        G, cfg = load_generator(args.weights, str(device))
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        print(f"translate-infer: cannot load {args.weights}: {e}", file=sys.stderr)
-        return 2
-    amp = autocast_dtype(args.precision, device, allow_fp16=False)
-    size = tuple(cfg.data.size)
-    files, failed = _label_files(args.input)
-    for arg, why in failed:
-        print(f"error: {arg}: {why}", file=sys.stderr)
-    done = 0
-    for f in files:
-        try:
-            stem = f.stem.replace("_gtFine_labelIds", "").replace("_labelIds", "")
-            out = args.output / f"{stem}.png"
-            if out.exists() and not args.overwrite:
-                raise ImageError(f"{f}: {out} exists (use --overwrite to replace it)")
-            labels = load_label_map(f, size)
-            inst_path = pair_instance_file(f)
-            inst = load_instance_map(inst_path, size) if inst_path is not None else None
-            seg = label_tensor(labels, inst)[None].to(device)
-            with torch.inference_mode(), autocast(device, amp):
-                img = G(seg).float()[0]
-            img = ((img + 1) / 2).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            write_image(out, img, overwrite=args.overwrite)
-            if args.colorize:
-                write_image(
-                    args.output / f"{stem}_labels.png",
-                    colorize_labels(labels).astype(np.float32) / 255,
-                    overwrite=args.overwrite,
-                )
-            done += 1
-        except (ValueError, ImageError) as e:
-            failed.append((str(f), str(e)))
-            print(f"error: {e}", file=sys.stderr)
-    print(f"translate-infer: {done} written, {len(failed)} failed ({size[1]}x{size[0]}, {G.__class__.__name__})",
-          file=sys.stderr)  # fmt: skip
-    return 1 if failed else 0
+
+    def log(msg: str) -> None:
+        tqdm.write(msg, file=sys.stderr)
+
+    files, missing = find_label_files(args.input)
+    for arg, why in missing:
+        log(f"error: {arg}: {why}")
+    H, W = synth.size
+    log(f"{prog}: {synth.name} ({W}x{H}), device {synth.device}, precision {synth.precision_name}, "
+        f"{len(files)} label map(s)")  # fmt: skip
+    opts = InferOptions(args.output, args.colorize, args.overwrite, args.skip_existing)
+    summary = run_batch(files, synth, opts, log)
+    summary.failed[:0] = missing
+    counts = f"{len(summary.written)} written, {len(summary.failed)} failed"
+    counts += f", {summary.skipped} skipped" if summary.skipped else ""
+    if summary.interrupted:
+        why = signal.Signals(summary.stop_signal or signal.SIGINT).name
+        log(f"{prog}: interrupted ({why}): {counts}, {len(summary.not_processed)} not processed")
+        for src, out in summary.written:
+            log(f"  done: {src} -> {out}")
+    else:
+        log(f"{prog}: {counts} ({W}x{H}, {synth.generator.__class__.__name__})")
+    return summary.exit_code
 
 
 # -- translate-eval ----------------------------------------------------------------------------------
@@ -201,7 +192,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="translate-eval",
         description="FID with the pytorch-fid protocol: folder vs folder, folder vs cached statistics, or a "
-        "checkpoint's images generated from Cityscapes labels vs the real photos (statistics cached).",
+        "checkpoint's images generated from Cityscapes labels vs the real photos (statistics cached). "
+        "Output files (--json, --save-stats, --out images) never replace a file without --overwrite.",
     )
     p.add_argument("--fake", type=Path, help="folder of generated images")
     p.add_argument("--real", type=Path, help="folder of real images")
@@ -215,26 +207,71 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json", type=Path, help="write the result as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json, --save-stats, --out files")
     args = p.parse_args(argv)
+    if args.weights is not None and args.fake is not None:
+        p.error("--weights and --fake exclude each other (--weights generates the fake images)")
+    if args.weights is not None and args.data_root is None:
+        p.error("--weights needs --data-root (Cityscapes root with the label maps)")
+    if args.out is not None and args.weights is None:
+        p.error("--out is where --weights writes its generated images; give --weights")
+    has_real = args.real is not None or args.real_stats is not None or args.weights is not None
+    if not has_real or (args.fake is None and args.weights is None and args.save_stats is None):
+        p.error("give --fake DIR (or --weights + --data-root) and --real DIR or --real-stats FILE")
+    started = time.time()
+    try:
+        return _evaluate(args, started)
+    except KeyboardInterrupt:
+        where = f"; the images generated so far are in {args.out}" if args.out is not None else ""
+        print(f"translate-eval: interrupted (Ctrl-C); no FID computed{where}", file=sys.stderr)
+        return 130
 
+
+def _evaluate(args: argparse.Namespace, started: float) -> int:
+    from gan_core.atomic import check_output_path, remove_stale_temporaries, write_text
     from gan_core.distributed import pick_device
     from gan_core.metrics.fid import PROTOCOL, FIDInception, FIDStats, fid_from_stats, load_stats, save_stats
     from gan_core.weights import WeightsError
 
-    try:
+    from .infer import appeared_meanwhile, check_output_folder
+
+    prog = "translate-eval"
+    try:  # every output is checked before any work
+        for path in (args.json, args.save_stats):
+            if path is not None:
+                check_output_path(path, args.overwrite)
+        if args.out is not None:
+            check_output_folder(args.out)
         device = pick_device(args.device)
-    except RuntimeError as e:
-        print(f"{p.prog}: {e}", file=sys.stderr)
+    except (ValueError, RuntimeError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
+    folders = {Path(x).parent for x in (args.json, args.save_stats) if x is not None} | {args.out} - {None}
+    for folder in folders:
+        stale = remove_stale_temporaries(folder, started)
+        if stale:
+            print(f"{prog}: removed {len(stale)} unfinished temporary file(s) of an earlier run in {folder}",
+                  file=sys.stderr)  # fmt: skip
+    generation = None
+    if args.weights is not None:
+        generation = _prepare_generation(args, device)
+        if isinstance(generation, int):
+            return generation
     try:
         net = FIDInception(args.fid_weights)
     except WeightsError as e:
-        print(f"translate-eval: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
+    errors: list[str] = []
+
+    def on_error(msg: str) -> None:
+        errors.append(msg)
+        print(f"error: {msg}", file=sys.stderr)
+
     try:
         fake_stats = real_stats = None
-        if args.weights is not None:
-            fake_stats, real_imgs, source = _generate_for_eval(args, net, device)
+        if generation is not None:
+            fake_stats, real_imgs, source = _generate_for_eval(args, generation, net, device, on_error)
             if args.real_stats is None and args.real is None:
                 real_stats = FIDStats.from_images(real_imgs, net, args.batch_size, device, PROTOCOL, source)
         elif args.fake is not None:
@@ -245,50 +282,58 @@ def eval_main(argv: list[str] | None = None) -> int:
         elif args.real is not None:
             real_stats = FIDStats.from_images(_folder_images(args.real), net, args.batch_size, device, PROTOCOL,
                                               f"folder {args.real}")  # fmt: skip
-        if args.save_stats is not None and real_stats is not None:
-            save_stats(args.save_stats, real_stats)
+        if args.save_stats is not None:
+            save_stats(args.save_stats, real_stats, overwrite=args.overwrite)
             print(f"statistics of {real_stats.n} real images: {args.save_stats}", file=sys.stderr)
-        if fake_stats is None or real_stats is None:
-            if args.save_stats is not None and real_stats is not None:
-                return 0
-            p.error("give --fake DIR (or --weights + --data-root) and --real DIR or --real-stats FILE")
+        if fake_stats is None:  # statistics only
+            return 0
         fid = fid_from_stats(fake_stats, real_stats)
-    except ValueError as e:
-        print(f"translate-eval: {e}", file=sys.stderr)
+        result = {"fid": fid, "n_fake": fake_stats.n, "n_real": real_stats.n, "protocol": PROTOCOL,
+                  "fake": fake_stats.source, "real": real_stats.source}  # fmt: skip
+        print(f"FID {fid:.4f} ({fake_stats.n} generated vs {real_stats.n} real images)")
+        if args.json:
+            write_text(args.json, json.dumps(result, indent=2) + "\n", overwrite=args.overwrite)
+    except FileExistsError as e:
+        print(f"{prog}: {appeared_meanwhile(Path(e.filename))}", file=sys.stderr)
         return 1
-    result = {"fid": fid, "n_fake": fake_stats.n, "n_real": real_stats.n, "protocol": PROTOCOL,
-              "fake": fake_stats.source, "real": real_stats.source}  # fmt: skip
-    print(f"FID {fid:.4f} ({fake_stats.n} generated vs {real_stats.n} real images)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    except (ValueError, OSError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    return 1 if errors else 0
 
 
-def _generate_for_eval(args, net, device):
+def _prepare_generation(args: argparse.Namespace, device):
+    """(Synthesizer, dataset) for --weights, or an exit code after a one-line error."""
+    from .data import CityscapesDataset
+    from .infer import Synthesizer, output_stem
+
+    prog = "translate-eval"
+    try:
+        synth = Synthesizer.from_checkpoint(args.weights, device, "fp32")
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"{prog}: cannot load the checkpoint: {e}", file=sys.stderr)
+        return 2
+    try:
+        ds = CityscapesDataset(args.data_root, args.split, synth.size)
+    except ValueError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    if args.out is not None and not args.overwrite:
+        existing = [o for lab, _, _ in ds.items if (o := args.out / f"{output_stem(lab)}.png").exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            print(f"{prog}: {existing[0]} exists{more}; use --overwrite to replace or another --out", file=sys.stderr)
+            return 2
+    return synth, ds
+
+
+def _generate_for_eval(args, generation, net, device, on_error):
     """Generate from every label map of the split; returns (fake stats, real photo iterator, source)."""
-    import torch
-
-    from gan_core.image_io import write_image
     from gan_core.metrics.fid import PROTOCOL, FIDStats
 
-    from .data import CityscapesDataset
+    from .infer import synthesize_dataset
 
-    if args.data_root is None:
-        raise ValueError("--weights needs --data-root (Cityscapes root with the label maps)")
-    G, cfg = load_generator(args.weights, str(device))
-    size = tuple(cfg.data.size)
-    ds = CityscapesDataset(args.data_root, args.split, size)
-
-    def fakes():  # streamed: generated, written if asked, and scored one at a time
-        with torch.inference_mode():
-            for i in range(len(ds)):
-                item = ds[i]
-                img = ((G(item["label"][None].to(device)).float()[0] + 1) / 2).clamp(0, 1).cpu()
-                if args.out is not None:
-                    stem = Path(item["path"]).name.replace("_gtFine_labelIds.png", "")
-                    write_image(args.out / f"{stem}.png", img.permute(1, 2, 0).numpy(), overwrite=True)
-                yield img
+    synth, ds = generation
 
     def reals():  # consumed only when the real statistics are not cached
         for i in range(len(ds)):
@@ -296,9 +341,11 @@ def _generate_for_eval(args, net, device):
             if "image" in item:
                 yield (item["image"] + 1) / 2
 
+    fakes = synthesize_dataset(synth, ds, args.out, args.overwrite, on_error)  # streamed, written if asked
     source = f"{args.weights} on {args.split}"
-    fake_stats = FIDStats.from_images(fakes(), net, args.batch_size, device, PROTOCOL, source)
-    return fake_stats, reals(), f"Cityscapes {args.split} photos, bicubic to {size[1]}x{size[0]}"
+    fake_stats = FIDStats.from_images(fakes, net, args.batch_size, device, PROTOCOL, source)
+    H, W = synth.size
+    return fake_stats, reals(), f"Cityscapes {args.split} photos, bicubic to {W}x{H}"
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Sections: ``data``, ``model``, ``loss``, ``optim``, ``train``, ``log``; presets 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from gan_core.config import require, require_betas, require_device
 from gan_core.norm.config import CriticNormConfig
@@ -51,12 +51,19 @@ class ModelConfig(CriticNormConfig):  # + critic_norm, critic_padding, san_*, bs
 
 @dataclass
 class LossConfig:
-    feat_weight: float = 10.0  # discriminator feature matching
-    vgg_weight: float = 10.0  # VGG-19 relu*_1 pyramid, weights 1/32 .. 1, unnormalized [-1, 1] input (SPADE)
-    vgg_weights: str = "vgg19"
+    feature_matching_weight: float = 10.0  # L1 between the critic's intermediate features of fake and real
+    vgg_loss_weight: float = 10.0  # VGG-19 relu*_1 pyramid, weights 1/32 .. 1, unnormalized [-1, 1] input (SPADE)
+    vgg_weights_file: str = "vgg19"  # manifest name or path of torchvision's vgg19-dcbb9e9d.pth
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "feat_weight": "feature_matching_weight",
+        "vgg_weight": "vgg_loss_weight",
+        "vgg_weights": "vgg_weights_file",
+    }
 
     def __post_init__(self) -> None:
-        require(self.feat_weight >= 0 and self.vgg_weight >= 0, "loss.feat_weight", "weights must be >= 0")
+        for k in ("feature_matching_weight", "vgg_loss_weight"):
+            require(getattr(self, k) >= 0, f"loss.{k}", "must be >= 0")
 
 
 @dataclass
@@ -85,12 +92,14 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     max_nonfinite: int = 10
+    compile: bool = False  # torch.compile G, the critic body and VGG (CUDA: + CUDA graphs); gan_core.compilation
 
     def __post_init__(self) -> None:
         require(self.steps >= 0, "train.steps", "must be >= 0")
         require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         require(self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1")
         require_device(self.device, "train.device")
+        require(isinstance(self.compile, bool), "train.compile", f"must be true or false, got {self.compile!r}")
 
 
 @dataclass
@@ -101,8 +110,10 @@ class LogConfig:
     keep_last: int = 3
     fid_every: int = 0  # periodic FID on a validation subset (0 = off); needs the FID Inception weights
     fid_images: int = 100
-    fid_weights: str = "fid_inception"
+    fid_weights_file: str = "fid_inception"  # manifest name or path of the FID Inception weights
     tensorboard: bool = False
+
+    renamed_keys: ClassVar[dict[str, str]] = {"fid_weights": "fid_weights_file"}
 
     def __post_init__(self) -> None:
         for k in ("log_every", "save_every", "sample_every", "keep_last"):

@@ -10,8 +10,9 @@ to 512x256 (width 512, aspect 2): photos bicubic, label and instance maps neares
 * ``image``: (3, 256, 512) float32 RGB in [-1, 1], when the photo exists;
 * ``path``: the label file.
 
-A label map without its photo is fine (inference); a photo without labels, a label value >= 35, or a
-label / instance map of the wrong mode or size is a ``ValueError`` naming the file.
+A label map without its photo is fine (inference); a photo without labels, a label value >= 35, a
+label / instance map of the wrong mode, or an instance map whose size differs from its label map's is a
+``ValueError`` naming the file.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ __all__ = [
     "label_tensor",
     "load_instance_map",
     "load_label_map",
+    "load_label_pair",
     "pair_instance_file",
+    "resize_ids",
 ]
 
 LABEL_NC = 35  # Cityscapes label ids 0..33 (+34 unused), SPADE's label_nc
@@ -62,36 +65,68 @@ def instance_edges(inst: np.ndarray) -> np.ndarray:
     return e.astype(np.float32)
 
 
-def load_label_map(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
-    """Label-id PNG -> (H, W) int64 at ``size`` (nearest); validates mode and values."""
-    path = Path(path)
+def _read_id_map(path: Path, kind: str, modes: tuple[str, ...], size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """(ids at ``size`` (H, W) as int64, nearest; the file's own size as "WxH") of a single-channel id PNG."""
     try:
         with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise ValueError(f"{path}: label map must be a single-channel id image, got mode {im.mode}")
-            im = im.resize((size[1], size[0]), Image.NEAREST)
-            arr = np.asarray(im).astype(np.int64)
+            if im.mode not in modes:
+                raise ValueError(f"{path}: {kind} must be a single-channel id image, got mode {im.mode}")
+            own = f"{im.size[0]}x{im.size[1]}"
+            ids = np.asarray(im.resize((size[1], size[0]), Image.NEAREST)).astype(np.int64)
     except ValueError:
         raise
     except Exception as e:
-        raise ValueError(f"{path}: cannot read the label map ({e})") from None
-    bad = arr >= LABEL_NC
-    if bad.any() or (arr < 0).any():
-        vals = sorted(set(np.unique(arr[bad | (arr < 0)]).tolist()))[:5]
+        raise ValueError(f"{path}: cannot read the {kind} ({e})") from None
+    return ids, own
+
+
+def _check_label_values(path: Path | str, arr: np.ndarray) -> None:
+    bad = (arr >= LABEL_NC) | (arr < 0)
+    if bad.any():
+        vals = sorted(set(np.unique(arr[bad]).tolist()))[:5]
         raise ValueError(f"{path}: unexpected label value(s) {vals}; Cityscapes label ids are 0..{LABEL_NC - 1}")
+
+
+def load_label_map(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
+    """Label-id PNG -> (H, W) int64 at ``size`` (nearest); validates mode and values."""
+    path = Path(path)
+    arr, _ = _read_id_map(path, "label map", ("L", "P", "I", "I;16"), size)
+    _check_label_values(path, arr)
     return arr
 
 
 def load_instance_map(path: Path, size: tuple[int, int]) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("I", "I;16", "L"):
-                raise ValueError(f"{path}: instance map must be a single-channel id image, got mode {im.mode}")
-            return np.asarray(im.resize((size[1], size[0]), Image.NEAREST)).astype(np.int64)
-    except ValueError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{path}: cannot read the instance map ({e})") from None
+    """Instance-id PNG -> (H, W) int64 at ``size`` (nearest); validates the mode."""
+    return _read_id_map(Path(path), "instance map", ("I", "I;16", "L"), size)[0]
+
+
+def load_label_pair(
+    label_path: str | Path, instance_path: str | Path | None, size: tuple[int, int] = DEFAULT_SIZE
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(labels, instances or None), both (H, W) int64 at ``size``. The two files must have the same size
+    (they describe the same pixels): otherwise a ValueError naming both files and both sizes."""
+    label_path = Path(label_path)
+    labels, label_size = _read_id_map(label_path, "label map", ("L", "P", "I", "I;16"), size)
+    _check_label_values(label_path, labels)
+    if instance_path is None:
+        return labels, None
+    instances, inst_size = _read_id_map(Path(instance_path), "instance map", ("I", "I;16", "L"), size)
+    if inst_size != label_size:
+        raise ValueError(
+            f"{label_path}: the label map is {label_size} but its instance map {instance_path} is {inst_size}; "
+            "they must describe the same pixels"
+        )
+    return labels, instances
+
+
+def resize_ids(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) integer ids -> (H, W) int64 at ``size`` (nearest, as the file loaders above)."""
+    if ids.shape == tuple(size):
+        return ids.astype(np.int64, copy=False)
+    if ids.min(initial=0) < -(2**31) or ids.max(initial=0) >= 2**31:
+        raise ValueError("ids must fit in 32 bits")
+    im = Image.fromarray(np.ascontiguousarray(ids, dtype=np.int32))  # mode I
+    return np.asarray(im.resize((size[1], size[0]), Image.NEAREST)).astype(np.int64)
 
 
 def label_tensor(labels: np.ndarray, instances: np.ndarray | None = None) -> torch.Tensor:
@@ -176,8 +211,7 @@ class CityscapesDataset(Dataset):
     def __getitem__(self, key) -> dict:
         epoch, i = key if isinstance(key, tuple) else (0, key)
         lab_path, inst_path, photo = self.items[int(i)]
-        labels = load_label_map(lab_path, self.size)
-        inst = load_instance_map(inst_path, self.size) if inst_path is not None else None
+        labels, inst = load_label_pair(lab_path, inst_path, self.size)
         item = {"label": label_tensor(labels, inst), "path": str(lab_path)}
         if photo is not None:
             try:

@@ -56,7 +56,9 @@ class MultiscaleDiscriminator(nn.Module):
         critic_norm: ``"san" | "sn" | "bssn" | "none"``.
         padding: ``"circular"`` (SAN-SPADE, required for SAN) or ``"zeros"`` (SPADE).
         san_layers: ``"all"`` or ``"sn_layers_only"`` (convs 1-3).
-        **norm_options: for ``apply_critic_norm`` (ratio, gain, momentum, update_every, scale, seed...).
+        norm_seed: seed of the normalization's random draws (power-iteration vectors, SAN subsets), the
+            ``seed`` option of ``apply_critic_norm``; the same on every DDP rank. Unused by ``"none"``.
+        **norm_options: for ``apply_critic_norm`` (ratio, gain, momentum, update_every, scale...).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class MultiscaleDiscriminator(nn.Module):
         critic_norm: str = "san",
         padding: str = "circular",
         san_layers: str = "all",
+        norm_seed: int = 0,
         **norm_options,
     ) -> None:
         super().__init__()
@@ -77,9 +80,10 @@ class MultiscaleDiscriminator(nn.Module):
         # SAN-SPADE normalizes every conv; SPADE's SN (and BSSN) sit on the IN-followed convs only
         every = critic_norm == "san" and san_layers == "all"
         normed = {id(c) for D in self.scales for c in (D.convs() if every else D.convs()[1:-1])}
-        if critic_norm == "none":
-            norm_options.pop("seed", None)  # no random state to seed
-        apply_critic_norm(self, critic_norm, include=lambda _, m: id(m) in normed, padding=padding, **norm_options)
+        seeded = {} if critic_norm == "none" else {"seed": norm_seed}  # "none" has no random state
+        apply_critic_norm(
+            self, critic_norm, include=lambda _, m: id(m) in normed, padding=padding, **seeded, **norm_options
+        )
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         outs = []

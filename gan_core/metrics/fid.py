@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import safe_torch_load
 from ..weights import resolve_weights
 
 __all__ = ["PROTOCOL", "FIDInception", "FIDStats", "fid_from_stats", "frechet_distance", "load_stats", "save_stats"]
@@ -57,7 +58,7 @@ class FIDInception(nn.Module):
         net.Mixed_7b = FIDInceptionE_1(1280)
         net.Mixed_7c = FIDInceptionE_2(2048)
         path = resolve_weights(weights)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path)  # one-line refusal of unsafe or unreadable files
         net.load_state_dict(state)
         self.blocks = nn.Sequential(
             net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, nn.MaxPool2d(3, 2),

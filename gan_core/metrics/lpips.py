@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import safe_torch_load
 from ..weights import WeightsError, resolve_weights
 from .psnr_ssim import _batch
 
@@ -38,7 +39,7 @@ class LPIPS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's deprecated `pretrained=` inside lpips
             net = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path)  # one-line refusal of unsafe or unreadable files
         feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         loaded = 0
         for name, module in net.net.named_modules():  # slices hold torchvision's features[i] as "sliceK.i"

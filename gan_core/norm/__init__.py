@@ -3,18 +3,33 @@
 Public API::
 
     san_constant(weight, input_size, ratio=1.0, generator=None) -> Tensor   # ||W||_{0,inf}, Lemma 1
+    san_constant(..., algorithm="dense") -> Tensor                          # same value, no pruning
     san_gain(ratio, num_filters) -> float                                    # eq. 9
     conv_spectral_norm(weight, input_size, stride=1) -> Tensor               # exact operator norm
     apply_critic_norm(module, kind, **options) -> module                     # "none" | "sn" | "bssn" | "san"
+    apply_critic_norm(module, SANOptions(ratio=0.25)) -> module              # or a validated options object
     refresh_norm_constants(module)                                           # once per critic step
     norm_constants(module) -> dict                                           # for logging
 
-See ../shared/docs/ALGORITHMS.md (a), (b) for the maths and the choices made.
+Options are validated once, by ``SANOptions`` / ``SNOptions`` / ``BSSNOptions`` / ``NoNormOptions``
+(:mod:`gan_core.norm.options`). SAN's two algorithms (certified on CPU, dense on accelerators) are described
+in ``sparsity_aware``, the dense refresh in ``san_dense`` (Triton kernels: ``san_triton``; device draws:
+``san_draws``). See ../shared/docs/ALGORITHMS.md (a), (b) for the maths and the choices made.
 """
 
-from .apply import NORM_KINDS, apply_critic_norm, norm_constants, refresh_norm_constants
+from .apply import apply_critic_norm, norm_constants, refresh_norm_constants
 from .bidirectional import BidirectionalSpectralNorm
 from .exact import conv_spectral_norm
+from .options import (
+    NORM_KINDS,
+    BSSNOptions,
+    NoNormOptions,
+    NormOptionError,
+    NormOptions,
+    SANOptions,
+    SNOptions,
+    norm_options,
+)
 from .padding import circular_pad2d, is_circular, set_conv_padding
 from .san_layer import SparsityAwareNorm
 from .sparsity_aware import kernel_peaks, legacy_san_constant, sample_kernel_block, san_constant, san_gain
@@ -22,7 +37,13 @@ from .spectral import SpectralNorm, power_iteration, spectral_sigma
 
 __all__ = [
     "NORM_KINDS",
+    "BSSNOptions",
     "BidirectionalSpectralNorm",
+    "NoNormOptions",
+    "NormOptionError",
+    "NormOptions",
+    "SANOptions",
+    "SNOptions",
     "SparsityAwareNorm",
     "SpectralNorm",
     "apply_critic_norm",
@@ -32,6 +53,7 @@ __all__ = [
     "kernel_peaks",
     "legacy_san_constant",
     "norm_constants",
+    "norm_options",
     "power_iteration",
     "refresh_norm_constants",
     "sample_kernel_block",

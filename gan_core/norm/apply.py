@@ -18,7 +18,6 @@ passes. A SAN layer that never computed its constant computes it on first use, i
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Callable
 
@@ -27,58 +26,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .bidirectional import BidirectionalSpectralNorm
-from .padding import PADDING_MODES, set_conv_padding
+from .options import NORM_KINDS, BSSNOptions, NormOptions, SANOptions, SNOptions, norm_options
+from .padding import set_conv_padding
 from .san_layer import SparsityAwareNorm, mix_seed
-from .sparsity_aware import SAN_STRIDED_MODES
 from .spectral import SpectralNorm
 
 __all__ = ["NORM_KINDS", "apply_critic_norm", "norm_constants", "refresh_norm_constants"]
 
-NORM_KINDS: dict[str, tuple[str, ...]] = {
-    "none": ("padding",),
-    "sn": ("padding", "eps", "seed"),
-    "bssn": ("scale", "padding", "eps", "seed"),
-    "san": ("ratio", "gain", "update_every", "momentum", "legacy_fft_norm", "strided", "eps", "seed", "padding"),
-}
 _NORM_CLASSES = (SparsityAwareNorm, SpectralNorm, BidirectionalSpectralNorm)
-
-
-def _validate(kind: str, options: dict) -> dict:
-    if kind not in NORM_KINDS:
-        raise ValueError(f"unknown critic norm kind {kind!r}; accepted: {', '.join(NORM_KINDS)}")
-    unknown = sorted(set(options) - set(NORM_KINDS[kind]))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for kind {kind!r}; accepted: {', '.join(NORM_KINDS[kind])}"
-        )
-    opts = dict(options)
-    padding = opts.setdefault("padding", "circular" if kind == "san" else "zeros")
-    if padding not in PADDING_MODES:
-        raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
-    if kind == "san" and padding != "circular":
-        raise ValueError("SAN needs circular padding (Lemma 1 holds for cyclic convolution); got padding='zeros'")
-    if "eps" in opts and not (float(opts["eps"]) >= 0):
-        raise ValueError(f"eps must be >= 0, got {opts['eps']}")
-    if "scale" in opts and not (float(opts["scale"]) > 0):
-        raise ValueError(f"scale must be > 0, got {opts['scale']}")
-    if kind == "san":
-        ratio = float(opts.get("ratio", 1.0))
-        if not (0.0 < ratio <= 1.0):
-            raise ValueError(f"ratio must be in (0, 1] (fraction of kernel pairs), got {ratio}")
-        gain = opts.get("gain", 1.0)
-        if gain != "auto" and (isinstance(gain, str) or not (float(gain) > 0) or math.isinf(float(gain))):
-            raise ValueError(f"gain must be a positive number or 'auto', got {gain!r}")
-        every = opts.get("update_every", 1)
-        if isinstance(every, bool) or int(every) != every or int(every) < 1:
-            raise ValueError(f"update_every must be an integer >= 1 (critic steps), got {every!r}")
-        mu = float(opts.get("momentum", 0.0))
-        if not (0.0 <= mu < 1.0):
-            raise ValueError(f"momentum must be in [0, 1), got {mu}")
-        if opts.get("strided", "bound") not in SAN_STRIDED_MODES:
-            raise ValueError(f"strided must be one of {SAN_STRIDED_MODES}, got {opts['strided']!r}")
-        if not isinstance(opts.get("legacy_fft_norm", False), bool):
-            raise ValueError(f"legacy_fft_norm must be a bool, got {opts['legacy_fft_norm']!r}")
-    return opts
 
 
 def _check_free(name: str, layer: nn.Module) -> None:
@@ -90,22 +45,29 @@ def _check_free(name: str, layer: nn.Module) -> None:
 
 
 def apply_critic_norm(
-    module: nn.Module, kind: str, include: Callable[[str, nn.Module], bool] | None = None, **options
+    module: nn.Module,
+    kind: str | NormOptions,
+    include: Callable[[str, nn.Module], bool] | None = None,
+    **options,
 ) -> nn.Module:
     """Convert every ``nn.Conv2d`` and ``nn.Linear`` inside ``module`` (itself included) in place.
 
     Args:
         module: the critic (or any sub-module / single layer).
-        kind: ``"none" | "sn" | "bssn" | "san"``.
+        kind: ``"none" | "sn" | "bssn" | "san"`` with its ``**options``, or an options object
+            (``SANOptions(ratio=0.25)``, ...; see :mod:`gan_core.norm.options`) and no ``**options``.
         include: ``(name, layer) -> bool`` choosing the layers that get the normalization (default: all);
             the others only get the padding (e.g. SPADE's SN on the InstanceNorm-followed convs only).
-        **options: per kind (unknown ones raise ``ValueError`` listing the accepted ones):
+        **options: per kind (unknown ones raise ``ValueError`` listing the accepted ones; bad values a
+            ``NormOptionError`` naming the option):
             none / sn / bssn: ``padding`` = ``"zeros"`` (default) or ``"circular"``; sn, bssn: ``eps``;
             bssn: ``scale`` (default 1.0, multiplies conv and linear weights).
             san: ``ratio`` (fraction r of kernel pairs, default 1), ``gain`` (float, default 1, or
             ``"auto"`` = eq. 9 per layer), ``update_every`` (critic steps, default 1), ``momentum``
             (EMA, default 0, bias-free first value), ``legacy_fft_norm`` (official port's quantity,
-            default False), ``strided`` (``"bound"`` default or ``"exact"``), ``eps`` (1e-8).
+            default False), ``strided`` (``"bound"`` default or ``"exact"``), ``eps`` (1e-8),
+            ``algorithm`` (``"auto"`` default: the certified incremental maximum on CPU, the dense
+            sync-free refresh on other devices; or ``"certified"`` / ``"dense"``).
             sn, bssn, san: ``seed`` (default 0): power-iteration vectors and SAN draws come from a
             per-layer generator seeded by it and the layer's name, never from the global RNG, so DDP
             ranks agree without broadcasting buffers.
@@ -113,9 +75,14 @@ def apply_critic_norm(
     Returns:
         ``module`` (converted in place).
     """
-    opts = _validate(kind, options)
-    padding = opts.pop("padding")
-    seed = int(opts.pop("seed", 0))
+    if isinstance(kind, NormOptions):
+        if options:
+            raise ValueError(f"pass either an options object or keyword options, not both (got {', '.join(options)})")
+        opts = kind
+    else:
+        opts = norm_options(kind, **options)
+    kind = opts.kind
+    seed = getattr(opts, "seed", 0)
     layers = [(n, m) for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for name, layer in layers:
         _check_free(name, layer)
@@ -126,25 +93,28 @@ def apply_critic_norm(
         gen = torch.Generator().manual_seed(layer_seed)
         layer_kind = kind if include is None or include(name, layer) else "none"
         if isinstance(layer, nn.Conv2d):
-            set_conv_padding(layer, padding)
+            set_conv_padding(layer, opts.padding)
             if layer_kind == "none":
                 continue
-            if kind == "sn":
-                norm = SpectralNorm(layer.weight, generator=gen, **opts)
-            elif kind == "bssn":
-                norm = BidirectionalSpectralNorm(layer.weight, generator=gen, **opts)
+            if isinstance(opts, SNOptions):
+                norm = SpectralNorm(layer.weight, eps=opts.eps, generator=gen)
+            elif isinstance(opts, BSSNOptions):
+                norm = BidirectionalSpectralNorm(layer.weight, scale=opts.scale, eps=opts.eps, generator=gen)
             else:
-                norm = SparsityAwareNorm(layer, seed=layer_seed, **opts)
+                norm = SparsityAwareNorm(layer, opts, seed=layer_seed)
             # unsafe: skip the trial forward at registration (it would run the first-use initialisation
             # before DDP synchronises the weights); shapes and dtypes are preserved by construction
             parametrize.register_parametrization(layer, "weight", norm, unsafe=True)
-            if kind == "san":
+            if isinstance(opts, SANOptions):
                 layer.register_forward_pre_hook(norm.observe_input)
         elif layer_kind != "none":
-            sn_opts = {k: v for k, v in opts.items() if k in (("eps", "scale") if kind == "bssn" else ("eps",))}
-            if kind == "san":
-                sn_opts = {}
-            norm = SpectralNorm(layer.weight, generator=gen, **sn_opts)
+            # linear layers: SN (SAN: as the paper, with SN's own eps), times the scale for BSSN
+            if isinstance(opts, BSSNOptions):
+                norm = SpectralNorm(layer.weight, scale=opts.scale, eps=opts.eps, generator=gen)
+            elif isinstance(opts, SNOptions):
+                norm = SpectralNorm(layer.weight, eps=opts.eps, generator=gen)
+            else:
+                norm = SpectralNorm(layer.weight, generator=gen)
             parametrize.register_parametrization(layer, "weight", norm, unsafe=True)
     return module
 
@@ -162,8 +132,9 @@ def refresh_norm_constants(module: nn.Module) -> int:
     """One refresh of every normalized layer in ``module``: call once per critic step.
 
     SN / BSSN: one power-iteration step. SAN: recompute ``s`` (on every ``update_every``-th call) for
-    the current weights on the layer's recorded input grid. Works on DDP-wrapped modules; every rank
-    computes the same values from the same weights and the same (seeded) sampling draw.
+    the current weights on the layer's recorded input grid; with the dense algorithm (default off the
+    CPU) this queues device work only, with no host synchronization. Works on DDP-wrapped modules; every
+    rank computes the same values from the same weights and the same (seeded) sampling draw.
 
     Returns:
         The number of layers whose constants were recomputed.

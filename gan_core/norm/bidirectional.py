@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral import INIT_ITERATIONS, _normal, power_iteration, spectral_sigma
+from .options import check_eps, check_scale
+from .spectral import INIT_ITERATIONS, power_iteration, spectral_sigma, standard_normal
 
 __all__ = ["BidirectionalSpectralNorm", "bssn_views"]
 
@@ -36,13 +37,13 @@ class BidirectionalSpectralNorm(nn.Module):
         self, weight: torch.Tensor, *, scale: float = 1.0, eps: float = 1e-12, generator: torch.Generator | None = None
     ) -> None:
         super().__init__()
-        self.scale = float(scale)
-        self.eps = float(eps)
+        self.scale = check_scale(scale)
+        self.eps = check_eps(eps)
         out_view, in_view = bssn_views(weight.detach())
         for name, mat in (("out", out_view), ("in", in_view)):
             h, w = mat.shape
-            u = F.normalize(_normal(h, generator, mat.device), dim=0, eps=eps)
-            v = F.normalize(_normal(w, generator, mat.device), dim=0, eps=eps)
+            u = F.normalize(standard_normal(h, generator, mat.device), dim=0, eps=eps)
+            v = F.normalize(standard_normal(w, generator, mat.device), dim=0, eps=eps)
             self.register_buffer(f"u_{name}", u)
             self.register_buffer(f"v_{name}", v)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))

@@ -18,14 +18,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .sparsity_aware import _check_grid, _check_weight, _dft_basis, _pair
+from .kernel_dft import check_conv_weight, check_input_grid, dft_basis, pair
 
 __all__ = ["conv_spectral_norm", "polyphase_weight"]
 
 
 def polyphase_weight(weight: torch.Tensor, stride: int | tuple[int, int]) -> torch.Tensor:
     """(m, n, kh, kw) stride-s kernel -> (m, n*sh*sw, ceil(kh/sh), ceil(kw/sw)) stride-1 kernel."""
-    sh, sw = _pair(stride)
+    sh, sw = pair(stride)
     m, n, kh, kw = weight.shape
     A, B = math.ceil(kh / sh), math.ceil(kw / sw)
     w = F.pad(weight, (0, B * sw - kw, 0, A * sh - kh))  # zero taps at the end
@@ -52,18 +52,18 @@ def conv_spectral_norm(
     Returns:
         0-dim float32 tensor on ``weight``'s device.
     """
-    _check_weight(weight)
-    H, W = _pair(input_size)
-    sh, sw = _pair(stride)
+    check_conv_weight(weight)
+    H, W = pair(input_size)
+    sh, sw = pair(stride)
     if H % sh or W % sw:
         raise ValueError(f"exact strided spectral norm needs the {H}x{W} grid divisible by the stride {(sh, sw)}")
-    _check_grid(weight, (H, W))
+    check_input_grid(weight, (H, W))
     with torch.autocast(weight.device.type, enabled=False):
         w = weight.detach().float()
         if (sh, sw) != (1, 1):
             w, H, W = polyphase_weight(w, (sh, sw)), H // sh, W // sw
         m, n, kh, kw = w.shape
-        basis = _dft_basis(kh, kw, 1, 1, H, W, False, str(w.device))  # (kh*kw, 2F), [Re | Im]
+        basis = dft_basis(kh, kw, 1, 1, H, W, False, str(w.device))  # (kh*kw, 2F), [Re | Im]
         nf = basis.shape[1] // 2
         kernels = w.reshape(m * n, kh * kw)
         step = max(1, int(chunk_bytes) // (m * n * 16))

@@ -8,32 +8,39 @@ The layer records its input size with a forward pre-hook: the constant is define
 State (all in ``state_dict``, under ``parametrizations.weight.0.``): ``s``, ``initialized``,
 ``input_size``, ``seed`` and ``draws`` (the subset drawn at a refresh is a function of (seed, draws):
 identical on every DDP rank and reproduced exactly on resume), ``refreshes`` (the ``update_every``
-counter). The per-kernel peaks and reference weights of the certified incremental computation (see
-``sparsity_aware``) are a cache kept outside the state: a reloaded layer rebuilds it on its next
-refresh with the same result.
+counter). The algorithm (``options.algorithm``, resolved per device by ``resolve_san_algorithm``) decides
+how a refresh runs:
+
+* certified (default on CPU): ``constant()`` with the certified incremental maximum of
+  ``sparsity_aware``; its per-kernel peaks and reference weights are a cache kept outside the state (a
+  reloaded layer rebuilds it on its next refresh with the same result). r < 1 blocks come from
+  ``torch.randperm`` on a CPU generator seeded by ``mix_seed(seed, draws)``.
+* dense (default off the CPU): ``san_dense.dense_refresh_`` on the layer's own buffers: every sampled
+  kernel transformed, static shapes, no host read and no host-to-device copy, so the refresh never
+  synchronizes and can be captured in a CUDA graph (a replay recomputes ``s`` from the current weights
+  and advances ``draws`` on the device). r < 1 blocks come from the counter-based device draw of
+  ``san_draws`` keyed by the same ``(seed, draws)`` buffers: another stream than the CPU ``randperm``
+  one (the same on every device), equally identical across ranks and exact on resume. The host only
+  counts ``update_every`` (a Python counter, never a read of a device value).
+
+Both give the same ``s`` for the same block up to float32 rounding (``sparsity_aware`` docstring).
+``legacy_fft_norm`` always takes the certified route's code (the official port's quantity, unchanged).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 
 import torch
 from torch import nn
 
-from .sparsity_aware import (
-    SAN_STRIDED_MODES,
-    _certified_max,
-    _check_grid,
-    _chunk_rows,
-    _pair,
-    _peak_config,
-    kernel_peaks,
-    legacy_san_constant,
-    sample_kernel_block,
-    san_gain,
-)
+from .certified import certified_max
+from .kernel_dft import check_input_grid, chunk_rows, pair, uses_exact_strided
+from .options import SANOptions, resolve_san_algorithm
+from .san_dense import dense_basis, dense_refresh_, draw_block
+from .san_draws import block_shape
+from .sparsity_aware import kernel_peaks, legacy_san_constant, sample_kernel_block, san_gain
 
 __all__ = ["SparsityAwareNorm", "mix_seed"]
 
@@ -57,7 +64,7 @@ class _PeakCache:
         self.peaks: torch.Tensor | None = None  # (m*n,) float32
         self.known: torch.Tensor | None = None  # (m*n,) bool: entry computed at least once
 
-    def maximum(self, weight: torch.Tensor, key, peaks_of, chunk_rows: int, flat_idx=None) -> torch.Tensor:
+    def maximum(self, weight: torch.Tensor, key, peaks_of, rows: int, flat_idx=None) -> torch.Tensor:
         m, n, kh, kw = weight.shape
         kernels = weight.reshape(m * n, kh, kw)
         if self.key != key:
@@ -65,10 +72,10 @@ class _PeakCache:
             self.kernels = torch.zeros_like(kernels)
             self.peaks = torch.zeros(m * n, dtype=torch.float32, device=weight.device)
         if flat_idx is None:
-            value, idx, vals = _certified_max(kernels, peaks_of, self.kernels, self.peaks, chunk_rows)
+            value, idx, vals = certified_max(kernels, peaks_of, self.kernels, self.peaks, rows)
         else:
-            value, idx, vals = _certified_max(
-                kernels[flat_idx], peaks_of, self.kernels[flat_idx], self.peaks[flat_idx], chunk_rows
+            value, idx, vals = certified_max(
+                kernels[flat_idx], peaks_of, self.kernels[flat_idx], self.peaks[flat_idx], rows
             )
             idx = flat_idx[idx]
         self.kernels.index_copy_(0, idx, kernels[idx])
@@ -81,62 +88,58 @@ class SparsityAwareNorm(nn.Module):
 
     Args:
         conv: the Conv2d it will be registered on (for its kernel, stride and dilation).
-        ratio: fraction r of kernel pairs sampled per refresh (paper semantics; 1 = exact).
-        gain: compensation g (float), or ``"auto"`` for eq. 9 with this layer's m*n and sampled count.
-        update_every: recompute at every k-th refresh (critic step).
-        momentum: EMA factor mu: ``s <- mu s + (1 - mu) (g c + eps)``; the first value is ``g c + eps``.
-        legacy_fft_norm: use the official torch.fft port's quantity (ALGORITHMS.md a.6), A/B only.
-        strided: ``"bound"`` (stride-1 formula, default) or ``"exact"`` (aliased RMS, even grids).
-        eps: added to the constant.
-        seed: seed of the sampling draws. Deterministic, not taken from torch's global RNG, so that every
-            DDP rank draws the same subsets even when buffers are not broadcast (``apply_critic_norm``
-            derives one per layer from its ``seed`` option and the layer's name).
+        options: the validated :class:`~gan_core.norm.options.SANOptions` (ratio r, gain g or ``"auto"``
+            for eq. 9 with this layer's m*n and sampled count, update_every, momentum mu of the EMA
+            ``s <- mu s + (1 - mu) (g c + eps)`` whose first value is ``g c + eps``, legacy_fft_norm,
+            strided, eps, algorithm). Its ``padding`` is the caller's business (``apply_critic_norm``
+            sets it).
+        seed: seed of this layer's sampling draws (default ``options.seed``). Deterministic, not taken
+            from torch's global RNG, so that every DDP rank draws the same subsets even when buffers are
+            not broadcast (``apply_critic_norm`` derives one per layer from ``options.seed`` and the
+            layer's name).
     """
 
-    def __init__(
-        self,
-        conv: nn.Conv2d,
-        *,
-        ratio: float = 1.0,
-        gain: float | str = 1.0,
-        update_every: int = 1,
-        momentum: float = 0.0,
-        legacy_fft_norm: bool = False,
-        strided: str = "bound",
-        eps: float = 1e-8,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, conv: nn.Conv2d, options: SANOptions | None = None, *, seed: int | None = None) -> None:
         super().__init__()
+        options = SANOptions() if options is None else options
+        if not isinstance(options, SANOptions):
+            raise TypeError(f"SparsityAwareNorm needs SANOptions, got {type(options).__name__}")
         m, n, kh, kw = conv.weight.shape
-        self.ratio = float(ratio)
-        self.stride = _pair(conv.stride)
-        self.dilation = _pair(conv.dilation)
+        self.options = options
+        self.ratio = options.ratio
+        self.stride = pair(conv.stride)
+        self.dilation = pair(conv.dilation)
         self.kernel_size = (kh, kw)
-        self.update_every = int(update_every)
-        self.momentum = float(momentum)
-        self.legacy_fft_norm = bool(legacy_fft_norm)
-        if strided not in SAN_STRIDED_MODES:
-            raise ValueError(f"strided must be one of {SAN_STRIDED_MODES}, got {strided!r}")
-        self.strided = strided
-        self.eps = float(eps)
-        if gain == "auto":
-            root = math.sqrt(self.ratio)
-            sampled = max(1, math.floor(root * m + 0.5)) * max(1, math.floor(root * n + 0.5))
-            self.gain = san_gain(min(1.0, sampled / (m * n)), m * n)
+        self.update_every = options.update_every
+        self.momentum = options.momentum
+        self.legacy_fft_norm = options.legacy_fft_norm
+        self.strided = options.strided
+        self.eps = options.eps
+        self.algorithm = options.algorithm
+        self.dense_backend = "auto"  # "torch" / "triton" force a backend of the dense path (tests, benchmarks)
+        if options.gain == "auto":
+            k_out, k_in = block_shape(m, n, self.ratio)
+            self.gain = san_gain(min(1.0, k_out * k_in / (m * n)), m * n)
         else:
-            self.gain = float(gain)
-        self.gain_option = gain
+            self.gain = float(options.gain)
+        seed = options.seed if seed is None else seed
         self.register_buffer("s", torch.ones((), dtype=torch.float32))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("input_size", torch.zeros(2, dtype=torch.int64))
         self.register_buffer("seed", torch.tensor(int(seed), dtype=torch.int64))
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
         self.register_buffer("refreshes", torch.zeros((), dtype=torch.int64))
-        # Python mirrors of small buffers read on every forward or refresh (no device sync). The seed is
-        # read from its buffer at each draw instead: DDP overwrites buffers with rank 0's at wrap time.
+        # the dense path's DFT basis of this layer's grid: a cache, not state (rebuilt from the grid when the
+        # grid or the device changes), and not a buffer (DDP with broadcast_buffers=True would send it at
+        # every forward); compiled refreshes read it as a tensor instead of tracing its construction
+        self._basis: torch.Tensor | None = None
+        self._basis_key: tuple | None = None
+        # Python mirrors of small buffers read on every forward or refresh (no device sync). The seed and
+        # the draw counter are read from their buffers at each draw instead (on the device by the dense
+        # path): DDP (broadcast_buffers=True) overwrites them with rank 0's, a CUDA graph replay advances
+        # the counter without running this Python code.
         self._initialized = False
         self._size: tuple[int, int] | None = None
-        self._draws = 0
         self._refreshes = 0
         self._cache = _PeakCache()
         self._warned_stride = False
@@ -144,7 +147,8 @@ class SparsityAwareNorm(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"ratio={self.ratio}, gain={self.gain:.4g}, update_every={self.update_every}, "
-            f"momentum={self.momentum}, strided={self.strided!r}, legacy_fft_norm={self.legacy_fft_norm}"
+            f"momentum={self.momentum}, strided={self.strided!r}, legacy_fft_norm={self.legacy_fft_norm}, "
+            f"algorithm={self.algorithm!r}"
         )
 
     # -- the parametrization -------------------------------------------------------------------------
@@ -173,15 +177,36 @@ class SparsityAwareNorm(nn.Module):
 
     def _set_size(self, size: tuple[int, int]) -> None:
         self._size = (int(size[0]), int(size[1]))
-        self.input_size.copy_(torch.tensor(self._size, dtype=torch.int64))
+        self.input_size[0] = self._size[0]  # fills from host scalars: no host-to-device copy
+        self.input_size[1] = self._size[1]
+
+    def algorithm_for(self, device: torch.device) -> str:
+        """``"certified"`` or ``"dense"``: how a refresh of weights on ``device`` computes the constant."""
+        return resolve_san_algorithm(self.algorithm, device.type)
 
     def generator_for_next_draw(self) -> torch.Generator:
-        return torch.Generator().manual_seed(mix_seed(int(self.seed), self._draws))
+        """CPU generator of the certified path's next r < 1 draw (reads the seed and draws buffers)."""
+        return torch.Generator().manual_seed(mix_seed(int(self.seed), int(self.draws)))
+
+    def next_dense_block(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense path's next r < 1 block: sorted out and in channel indices on the buffers' device."""
+        m, n = weight.shape[:2]
+        return draw_block(m, n, self.ratio, self.seed, self.draws, self.dense_backend)
+
+    def _check_strided_grid(self, H: int, W: int) -> None:
+        exact = uses_exact_strided((H, W), self.stride, self.strided)
+        if self.strided == "exact" and self.stride != (1, 1) and not exact and not self._warned_stride:
+            warnings.warn(
+                f"SAN strided='exact' needs the {H}x{W} grid divisible by the stride {self.stride}; "
+                "using the stride-1 bound for this layer",
+                stacklevel=4,
+            )
+            self._warned_stride = True
 
     @torch.no_grad()
     def constant(self, weight: torch.Tensor) -> torch.Tensor:
         """||W||_{0,inf} (no gain, no EMA) of ``weight`` on the recorded grid, with this layer's draw."""
-        H, W = _check_grid(weight, self._size, self.dilation)
+        H, W = check_input_grid(weight, self._size, self.dilation)
         m, n = weight.shape[:2]
         rows = cols = None
         if self.ratio < 1.0:
@@ -192,14 +217,8 @@ class SparsityAwareNorm(nn.Module):
                 if rows is not None:
                     w = w.index_select(0, rows.to(w.device)).index_select(1, cols.to(w.device))
                 return legacy_san_constant(w, (H, W))
-            exact, _ = _peak_config(self.kernel_size, (H, W), self.stride, self.dilation, self.strided)
-            if self.strided == "exact" and self.stride != (1, 1) and not exact and not self._warned_stride:
-                warnings.warn(
-                    f"SAN strided='exact' needs the {H}x{W} grid divisible by the stride {self.stride}; "
-                    "using the stride-1 bound for this layer",
-                    stacklevel=3,
-                )
-                self._warned_stride = True
+            self._check_strided_grid(H, W)
+            exact = uses_exact_strided((H, W), self.stride, self.strided)
             peaks_of = functools.partial(
                 kernel_peaks, input_size=(H, W), stride=self.stride, dilation=self.dilation, strided=self.strided
             )
@@ -208,25 +227,53 @@ class SparsityAwareNorm(nn.Module):
                 rows, cols = rows.to(w.device), cols.to(w.device)
                 flat_idx = (rows[:, None] * n + cols[None, :]).reshape(-1)
             key = (H, W, exact, w.device, tuple(w.shape))
-            return self._cache.maximum(w, key, peaks_of, _chunk_rows((H, W)), flat_idx)
+            return self._cache.maximum(w, key, peaks_of, chunk_rows((H, W)), flat_idx)
+
+    def recompute(self, weight: torch.Tensor) -> None:
+        """Recompute ``s`` now from ``weight`` (no ``update_every`` cadence; the grid must be known).
+
+        With the dense algorithm this is device-only work on the layer's buffers (``s``, ``initialized``,
+        ``draws``, ``seed``): the unit to capture in a CUDA graph or a compiled step (warm it up once
+        first, which builds the DFT basis and compiles the Triton kernels).
+        """
+        if self._size is None:
+            raise RuntimeError("SAN layer has no input grid yet: run one forward pass first")
+        self._compute(weight)
+
+    def dense_basis(self, weight: torch.Tensor) -> torch.Tensor:
+        """The dense path's DFT basis for the recorded grid on ``weight``'s device (``san_dense.dense_basis``),
+        looked up (host side, once) when the grid, the weight's shape or its device changed; otherwise
+        returned as is: no work, and nothing for torch.compile to trace."""
+        key = (self._size, weight.shape, weight.device)
+        if key != self._basis_key or self._basis is None:
+            self._check_strided_grid(*check_input_grid(weight, self._size, self.dilation))
+            self._basis = dense_basis(weight, self._size, self.stride, self.dilation, self.strided)
+            self._basis_key = key
+        return self._basis
 
     @torch.no_grad()
     def _compute(self, weight: torch.Tensor) -> None:
-        c = self.constant(weight)
-        new = c * self.gain + self.eps
-        if self._initialized and self.momentum > 0:
-            new = self.s * self.momentum + (1.0 - self.momentum) * new
-        self.s.copy_(new)
-        self._draws += 1
-        self.draws.fill_(self._draws)
+        if self.algorithm_for(weight.device) == "dense" and not self.legacy_fft_norm:
+            dense_refresh_(
+                weight, self.s, self.initialized, self.draws, self.seed,
+                input_size=self._size, ratio=self.ratio, gain=self.gain, eps=self.eps, momentum=self.momentum,
+                stride=self.stride, dilation=self.dilation, strided=self.strided, backend=self.dense_backend,
+                basis=self.dense_basis(weight),
+            )  # fmt: skip
+        else:
+            c = self.constant(weight)
+            new = c * self.gain + self.eps
+            if self._initialized and self.momentum > 0:
+                new = self.s * self.momentum + (1.0 - self.momentum) * new
+            self.s.copy_(new)
+            self.draws.add_(1)
+            self.initialized.fill_(True)
         self._initialized = True
-        self.initialized.fill_(True)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._initialized = bool(self.initialized)
         size = tuple(int(v) for v in self.input_size.tolist())
         self._size = size if self._initialized or any(size) else None
-        self._draws = int(self.draws)
         self._refreshes = int(self.refreshes)
         self._cache = _PeakCache()

@@ -11,22 +11,37 @@ when only a fraction r of the kernels is sampled). See ../shared/docs/ALGORITHMS
 derivation, the strided variant and the bug of the official torch.fft port (a.6), which
 ``legacy_fft_norm=True`` reproduces for A/B comparisons only.
 
-How the constant is computed (all in float32, autocast disabled):
+Two algorithms compute the same constant (``algorithm`` option; ``options.resolve_san_algorithm``: "auto"
+is certified on CPU, dense elsewhere). Both work in float32 with autocast disabled and share the
+transform: a kh x kw kernel has only kh*kw taps, so its DFT on the grid is one small matrix product,
+``kernels (K, kh*kw) @ basis (kh*kw, 2F)`` with the cos / -sin basis of the F = H*(W//2+1) one-sided
+frequencies (the one-sided half has the same maximum for real kernels), built in float64 and rounded
+once (``kernel_dft``).
 
-* Transform. A kh x kw kernel has only kh*kw taps, so its DFT on the grid is one small matrix
-  product, ``kernels (K, kh*kw) @ basis (kh*kw, 2F)`` with the cos / -sin basis of the F = H*(W//2+1)
-  one-sided frequencies (the one-sided half has the same maximum for real kernels). It runs in chunks
-  of kernels with a bounded buffer and never materialises the whole spectrum.
-* Certified pruning. ``|DFT(w)[u,v]| <= ||w||_1`` and ``| |DFT(w')| - |DFT(w)| | <= ||w' - w||_1`` at
+* Certified (CPU). ``|DFT(w)[u,v]| <= ||w||_1`` and ``| |DFT(w')| - |DFT(w)| | <= ||w' - w||_1`` at
   every frequency (triangle inequality). Each kernel therefore has an upper bound
   ``peak_ref + ||w - w_ref||_1`` and a lower bound ``peak_ref - ||w - w_ref||_1`` from any earlier
   exact value ``peak_ref`` at weights ``w_ref`` (``peak_ref = 0``, ``w_ref = 0`` when none). Kernels are
   transformed in decreasing order of their upper bound, and the scan stops once the next upper bound
-  is below the best exact peak found: every kernel skipped is *proven* not to hold the maximum, so the
-  result equals the full computation (up to float32 rounding, covered by a 1e-4 relative slack on the
-  bounds). A SAN layer keeps ``w_ref`` and the per-kernel peaks between refreshes (a cache, not
-  state), so after an optimizer step only the few kernels whose bound still reaches the maximum are
-  transformed again. The cost per refresh is one pass over the weights plus those kernels.
+  is below the best exact peak found. How it stays exact: every kernel skipped is *proven* not to hold
+  the maximum, so the result equals the full computation up to float32 rounding (covered by a 1e-4
+  relative slack on the bounds), and the leading kernels are recomputed one at a time so the value is
+  a function of the weights alone. A SAN layer keeps ``w_ref`` and the per-kernel peaks between
+  refreshes (a cache, not state), so after an optimizer step only the few kernels whose bound still
+  reaches the maximum are transformed again (:func:`gan_core.norm.certified.certified_max`). The
+  selection is data-dependent and read by the host (``.item()``-like reads, ``nonzero``): cheap on a
+  CPU, a stall on an accelerator.
+* Dense (CUDA and other accelerators; ``san_dense``). Every (sampled) kernel is transformed, in chunks
+  of bounded memory (plain PyTorch) or fused with the magnitude and the maximum so the spectrum is never
+  written (Triton, CUDA). How it stays exact: it evaluates the definition itself, with nothing skipped,
+  bounded or approximated; it differs from the certified value only by float32 summation order, and its
+  shapes are static and nothing is read back, so a refresh makes no host synchronization and can be
+  captured in a CUDA graph.
+
+Both run the product in float64 instead when the float32 matmul precision allows TF32 / bf16
+(``kernel_dft.exact_matmul_dtype``). With r < 1, :func:`san_constant` draws its block with
+``generator`` (:func:`sample_kernel_block`) whatever the algorithm; SAN layers draw on the device for the
+dense path (``san_draws``).
 """
 
 from __future__ import annotations
@@ -37,56 +52,36 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .certified import certified_max
+from .kernel_dft import (
+    DEFAULT_CHUNK_BYTES,
+    check_conv_weight,
+    check_input_grid,
+    chunk_rows,
+    dft_basis,
+    exact_matmul_dtype,
+    pair,
+    uses_exact_strided,
+)
+from .options import SAN_STRIDED_MODES, check_ratio, resolve_san_algorithm
+from .san_dense import dense_san_constant
+from .san_draws import block_shape
+
 __all__ = [
     "SAN_STRIDED_MODES",
+    "harmonic_number",
     "kernel_peaks",
     "legacy_san_constant",
     "sample_kernel_block",
     "san_constant",
     "san_gain",
+    "uses_exact_strided",
 ]
 
-SAN_STRIDED_MODES = ("bound", "exact")
-DEFAULT_CHUNK_BYTES = 4 << 20  # transform buffer per chunk of kernels: small enough to stay in cache
-_REL_SLACK = 1e-4  # float32 rounding margin on the certified bounds
 _EULER_GAMMA = 0.5772156649015329
 
 
-def _pair(x: int | tuple[int, int] | list[int] | torch.Size) -> tuple[int, int]:
-    if isinstance(x, int):
-        return (x, x)
-    t = tuple(int(v) for v in x)
-    if len(t) != 2:
-        raise ValueError(f"expected an int or a pair, got {x!r}")
-    return t  # type: ignore[return-value]
-
-
-def _check_weight(weight: torch.Tensor) -> None:
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
-        shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise ValueError(f"SAN needs a 4-D conv weight (out, in, kh, kw), got {shape}")
-
-
-def _check_grid(weight: torch.Tensor, input_size, dilation=(1, 1)) -> tuple[int, int]:
-    H, W = _pair(input_size)
-    kh = (weight.shape[2] - 1) * dilation[0] + 1
-    kw = (weight.shape[3] - 1) * dilation[1] + 1
-    if H < kh or W < kw:
-        raise ValueError(
-            f"input size {H}x{W} is smaller than the (dilated) {kh}x{kw} kernel; "
-            "the SAN constant is defined on the layer's input grid"
-        )
-    return H, W
-
-
-def _check_ratio(ratio: float) -> float:
-    ratio = float(ratio)
-    if not (0.0 < ratio <= 1.0) or math.isnan(ratio):
-        raise ValueError(f"ratio must be in (0, 1] (fraction of kernel pairs), got {ratio}")
-    return ratio
-
-
-def _harmonic(k: int) -> float:
+def harmonic_number(k: int) -> float:
     """H_k = 1 + 1/2 + ... + 1/k (exact sum for small k, asymptotic series beyond, error < 1e-15)."""
     if k <= 2000:
         return math.fsum(1.0 / j for j in range(1, k + 1))
@@ -105,7 +100,7 @@ def san_gain(ratio: float, num_filters: int) -> float:
     >>> san_gain(1.0, 192)
     1.0
     """
-    ratio = _check_ratio(ratio)
+    ratio = check_ratio(ratio)
     num_filters = int(num_filters)
     if num_filters < 1:
         raise ValueError(f"num_filters must be >= 1, got {num_filters}")
@@ -114,7 +109,7 @@ def san_gain(ratio: float, num_filters: int) -> float:
         raise ValueError(f"ratio {ratio} of {num_filters} kernels samples no kernel (floor(m*n*r) = 0)")
     if k >= num_filters:
         return 1.0
-    return _harmonic(num_filters) / _harmonic(k)
+    return harmonic_number(num_filters) / harmonic_number(k)
 
 
 def sample_kernel_block(
@@ -126,42 +121,10 @@ def sample_kernel_block(
     ``round(sqrt(r) * n)`` in channels (rounded half up, at least 1 each), drawn without replacement by
     ``torch.randperm`` with ``generator`` (out channels first). Returns sorted CPU index tensors.
     """
-    ratio = _check_ratio(ratio)
-    root = math.sqrt(ratio)
-    k_out = max(1, min(num_out, math.floor(root * num_out + 0.5)))
-    k_in = max(1, min(num_in, math.floor(root * num_in + 0.5)))
+    k_out, k_in = block_shape(num_out, num_in, ratio)
     rows = torch.randperm(num_out, generator=generator)[:k_out].sort().values
     cols = torch.randperm(num_in, generator=generator)[:k_in].sort().values
     return rows, cols
-
-
-@functools.lru_cache(maxsize=24)
-def _dft_basis(kh: int, kw: int, dh: int, dw: int, H: int, W: int, full: bool, device: str) -> torch.Tensor:
-    """(kh*kw, 2F) float32: columns [Re | Im] of exp(-2 pi i (u a dh / H + v b dw / W)) per tap (a, b).
-
-    F = H * Wf with Wf = W (full grid) or W // 2 + 1 (one-sided). Frequencies are ordered (u, v)
-    row-major. Phases are reduced modulo the grid in integers before the float64 trigonometry.
-    """
-    Wf = W if full else W // 2 + 1
-    a = torch.arange(kh, dtype=torch.int64) * dh
-    b = torch.arange(kw, dtype=torch.int64) * dw
-    u = torch.arange(H, dtype=torch.int64)
-    v = torch.arange(Wf, dtype=torch.int64)
-    pa = torch.outer(a, u) % H  # (kh, H)
-    pb = torch.outer(b, v) % W  # (kw, Wf)
-    theta = 2 * math.pi * (pa[:, None, :, None].double() / H + pb[None, :, None, :].double() / W)
-    theta = theta.reshape(kh * kw, H * Wf)
-    return torch.cat([torch.cos(theta), -torch.sin(theta)], dim=1).float().to(device)
-
-
-def _peak_config(kernel_size, input_size, stride, dilation, strided: str) -> tuple[bool, tuple[int, int]]:
-    """Whether the exact strided (aliased RMS) formula applies, and the stride to use."""
-    sh, sw = _pair(stride)
-    if strided not in SAN_STRIDED_MODES:
-        raise ValueError(f"strided must be one of {SAN_STRIDED_MODES}, got {strided!r}")
-    H, W = input_size
-    exact = strided == "exact" and (sh, sw) != (1, 1) and H % sh == 0 and W % sw == 0
-    return exact, (sh, sw)
 
 
 def kernel_peaks(
@@ -192,14 +155,16 @@ def kernel_peaks(
     if kernels.dim() != 3:
         raise ValueError(f"kernels must be (K, kh, kw), got {tuple(kernels.shape)}")
     K, kh, kw = kernels.shape
-    H, W = _pair(input_size)
-    dh, dw = _pair(dilation)
-    exact, (sh, sw) = _peak_config((kh, kw), (H, W), stride, dilation, strided)
+    H, W = pair(input_size)
+    dh, dw = pair(dilation)
+    sh, sw = pair(stride)
+    exact = uses_exact_strided((H, W), (sh, sw), strided)
     with torch.autocast(kernels.device.type, enabled=False), torch.no_grad():
-        flat = kernels.detach().reshape(K, kh * kw).float()
-        basis = _dft_basis(kh, kw, dh, dw, H, W, exact, str(kernels.device))
+        dtype = exact_matmul_dtype(kernels.device)
+        flat = kernels.detach().reshape(K, kh * kw).to(dtype)
+        basis = dft_basis(kh, kw, dh, dw, H, W, exact, str(kernels.device)).to(dtype)
         nf = basis.shape[1] // 2
-        rows = max(1, int(chunk_bytes) // (basis.shape[1] * 4))
+        rows = max(1, int(chunk_bytes) // (basis.shape[1] * flat.element_size()))
         out = torch.empty(K, dtype=torch.float32, device=kernels.device)
         for start in range(0, K, rows):
             spec = flat[start : start + rows] @ basis  # (c, 2F): [Re | Im]
@@ -208,75 +173,8 @@ def kernel_peaks(
             if exact:
                 c = power.shape[0]
                 power = power.view(c, sh, H // sh, sw, W // sw).mean(dim=(1, 3))
-            out[start : start + rows] = power.flatten(1).amax(dim=1)
+            out[start : start + rows] = power.flatten(1).amax(dim=1).float()
         return out.sqrt_()
-
-
-def _certified_max(
-    kernels: torch.Tensor,
-    peaks_of,
-    ref_kernels: torch.Tensor | None = None,
-    ref_peaks: torch.Tensor | None = None,
-    chunk_rows: int = 4096,
-    seed_rows: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exact max over kernels of ``peaks_of(kernels[idx])``, transforming only kernels that can hold it.
-
-    Args:
-        kernels: (K, kh, kw) float32.
-        peaks_of: function (k, kh, kw) -> (k,) exact per-kernel values, 1-Lipschitz in the L1 norm of the
-            kernel (true for max |DFT| and for the strided RMS form).
-        ref_kernels, ref_peaks: earlier kernels and their exact values (same K), or None.
-        chunk_rows: kernels per transform call.
-        seed_rows: kernels with the largest upper bounds transformed first, to get a good lower bound.
-
-    Returns:
-        (max value 0-dim, indices of the kernels transformed, their exact values).
-    """
-    K = kernels.shape[0]
-    if ref_kernels is None:
-        base = torch.zeros(K, dtype=torch.float32, device=kernels.device)
-        drift = kernels.abs().sum(dim=(1, 2))
-    else:
-        base = ref_peaks
-        drift = torch.sub(kernels, ref_kernels).abs_().sum(dim=(1, 2))
-    upper = (base + drift).mul_(1 + _REL_SLACK)
-    lower = (base - drift).mul_(1 - _REL_SLACK)
-    seed = torch.topk(upper, min(K, seed_rows, chunk_rows)).indices
-    seed_vals = peaks_of(kernels[seed])
-    best = max(float(lower.max()), float(seed_vals.max()))
-    mask = upper >= best
-    mask[seed] = False
-    cand = torch.nonzero(mask).squeeze(1)
-    done_idx, done_val = [seed], [seed_vals]
-    if cand.numel():
-        cand = cand[torch.argsort(upper[cand], descending=True)]
-        neg_upper = -upper[cand]  # ascending
-        pos = 0
-        while pos < cand.numel():
-            # candidates whose upper bound still reaches the best exact value found so far
-            reachable = int(torch.searchsorted(neg_upper, torch.tensor([-best], device=neg_upper.device), right=True))
-            if pos >= reachable:
-                break  # every remaining kernel is bounded below the best exact value
-            end = min(pos + chunk_rows, reachable)
-            vals = peaks_of(kernels[cand[pos:end]])
-            done_idx.append(cand[pos:end])
-            done_val.append(vals)
-            best = max(best, float(vals.max()))
-            pos = end
-    idx, vals = torch.cat(done_idx), torch.cat(done_val)
-    # Canonical final value: the leading kernels are transformed again one at a time, so the result does
-    # not depend on which chunk (i.e. which matrix-product shape) computed them. That makes the constant a
-    # function of the weights alone, whatever the cache state: resumed runs reproduce uninterrupted ones.
-    lead = torch.nonzero(vals >= vals.max() * (1 - _REL_SLACK)).squeeze(1)
-    canon = torch.cat([peaks_of(kernels[idx[j] : idx[j] + 1]) for j in lead.tolist()])
-    vals = vals.index_copy(0, lead, canon)
-    return canon.max(), idx, vals
-
-
-def _chunk_rows(input_size, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    H, W = input_size
-    return max(1, chunk_bytes // (2 * H * (W // 2 + 1) * 4))
 
 
 def san_constant(
@@ -288,7 +186,8 @@ def san_constant(
     stride: int | tuple[int, int] = 1,
     dilation: int | tuple[int, int] = 1,
     strided: str = "bound",
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
+    algorithm: str = "auto",
 ) -> torch.Tensor:
     """The paper's ||W||_{0,inf} of a conv weight on an input grid (Lemma 1, eq. 8); no gain applied.
 
@@ -300,33 +199,43 @@ def san_constant(
             random block of round(sqrt(r) m) out x round(sqrt(r) n) in channels with ``generator``.
         generator: torch.Generator for the draw (CPU); None uses the global RNG.
         stride, dilation, strided: see :func:`kernel_peaks` (default: the official stride-1 bound).
-        chunk_bytes: bound on the transform buffer.
+        chunk_bytes: bound on the transform buffer (default: 4 MiB; dense off the CPU: 64 MiB).
+        algorithm: ``"auto"`` (certified on CPU, dense elsewhere), ``"certified"`` or ``"dense"``
+            (module docstring). With r < 1 the block comes from ``generator`` either way (a host draw:
+            this function is not the sync-free refresh, ``SparsityAwareNorm`` is).
 
     Returns:
         0-dim float32 tensor on ``weight``'s device: max_{i,j,u,v} |DFT_{H,W}(w_ij)[u, v]| over the
-        (sampled) kernels. Exact: the certified pruning of the module docstring only skips kernels
-        proven not to hold the maximum.
+        (sampled) kernels. Exact either way (module docstring), to float32 rounding.
 
     Example:
         >>> w = torch.zeros(1, 1, 3, 3); w[0, 0, 1, 1] = 2.0  # a scaled delta: |DFT| = 2 everywhere
-        >>> float(san_constant(w, (8, 8)))
-        2.0
+        >>> float(san_constant(w, (8, 8))), float(san_constant(w, (8, 8), algorithm="dense"))
+        (2.0, 2.0)
     """
-    _check_weight(weight)
-    dil = _pair(dilation)
-    H, W = _check_grid(weight, input_size, dil)
-    ratio = _check_ratio(ratio)
+    check_conv_weight(weight)
+    dil = pair(dilation)
+    H, W = check_input_grid(weight, input_size, dil)
+    ratio = check_ratio(ratio)
     w = weight.detach()
+    rows = cols = None
     if ratio < 1.0:
         rows, cols = sample_kernel_block(w.shape[0], w.shape[1], ratio, generator)
-        w = w.index_select(0, rows.to(w.device)).index_select(1, cols.to(w.device))
+        rows, cols = rows.to(w.device), cols.to(w.device)
+    if resolve_san_algorithm(algorithm, w.device.type) == "dense":
+        return dense_san_constant(
+            w, (H, W), rows, cols, stride=stride, dilation=dil, strided=strided, chunk_bytes=chunk_bytes
+        )
+    if rows is not None:
+        w = w.index_select(0, rows).index_select(1, cols)
+    chunk_bytes = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     m, n, kh, kw = w.shape
     with torch.autocast(w.device.type, enabled=False), torch.no_grad():
         kernels = w.reshape(m * n, kh, kw).float()
         peaks_of = functools.partial(
             kernel_peaks, input_size=(H, W), stride=stride, dilation=dil, strided=strided, chunk_bytes=chunk_bytes
         )
-        value, _, _ = _certified_max(kernels, peaks_of, chunk_rows=_chunk_rows((H, W), chunk_bytes))
+        value, _, _ = certified_max(kernels, peaks_of, chunk_rows=chunk_rows((H, W), chunk_bytes))
     return value
 
 
@@ -343,8 +252,8 @@ def legacy_san_constant(
     Returns:
         0-dim float32 tensor.
     """
-    _check_weight(weight)
-    H, W = _check_grid(weight, input_size)
+    check_conv_weight(weight)
+    H, W = check_input_grid(weight, input_size)
     m, n, kh, kw = weight.shape
     rows = max(1, int(chunk_bytes) // max(1, n * (kh + W - kw) * (kw + H - kh) * 8))
     best = None

@@ -16,13 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SpectralNorm", "power_iteration", "spectral_sigma"]
+from .options import check_eps, check_scale
+
+__all__ = ["SpectralNorm", "power_iteration", "spectral_sigma", "standard_normal"]
 
 INIT_ITERATIONS = 15
 
 
-def _normal(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Standard normal vector: from ``generator`` (CPU) when given, else the global RNG of ``device``."""
+def standard_normal(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """(n,) standard normal vector (the start of a power iteration): drawn on the CPU from ``generator``
+    when given (so every device and DDP rank draws the same numbers), else from ``device``'s global RNG."""
     if generator is None:
         return torch.empty(n, device=device).normal_(0, 1)
     return torch.randn(n, generator=generator).to(device)
@@ -65,12 +68,12 @@ class SpectralNorm(nn.Module):
         super().__init__()
         if weight.dim() < 2:
             raise ValueError(f"spectral norm needs a weight with >= 2 dims, got shape {tuple(weight.shape)}")
-        self.eps = float(eps)
-        self.scale = float(scale)
+        self.eps = check_eps(eps)
+        self.scale = check_scale(scale)
         mat = weight.detach().flatten(1)
         h, w = mat.shape
-        self.register_buffer("u", F.normalize(_normal(h, generator, mat.device), dim=0, eps=eps))
-        self.register_buffer("v", F.normalize(_normal(w, generator, mat.device), dim=0, eps=eps))
+        self.register_buffer("u", F.normalize(standard_normal(h, generator, mat.device), dim=0, eps=eps))
+        self.register_buffer("v", F.normalize(standard_normal(w, generator, mat.device), dim=0, eps=eps))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._initialized = False
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from gan_core.image_io import ImageError, read_image, write_image, write_png16
+from gan_core.image_io import INPUT_EXTENSIONS, ImageError, list_images, read_image, write_image, write_png16
 
 
 def rgb(h=20, w=30, seed=0):
@@ -120,3 +120,27 @@ def test_atomic_writes_and_alpha_rules(tmp_path):
     # rounding, not truncation: 0.999 -> 255, 0.5 -> 128
     write_image(tmp_path / "r.png", np.array([[[0.999, 0.5, 0.0019]]], dtype=np.float32))
     assert np.asarray(Image.open(tmp_path / "r.png"))[0, 0].tolist() == [255, 128, 0]
+
+
+def test_only_still_images_are_read_and_listing_extensions(tmp_path):
+    frames = [Image.fromarray(rgb(10, 12, seed=k)) for k in range(5)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=40)
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:3])
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:2])
+    frames[0].save(tmp_path / "pages.tiff", save_all=True, append_images=frames[1:4])
+    refused = [
+        ("anim.gif", "animated GIF with 5 frames"),
+        ("anim.png", "animated PNG with 3 frames"),
+        ("anim.webp", "animated WebP with 2 frames"),
+        ("pages.tiff", "multi-page TIFF with 4 pages"),
+    ]
+    for name, message in refused:
+        with pytest.raises(ImageError, match=f"{name}: {message}: only still images are read"):
+            read_image(tmp_path / name)
+    frames[1].save(tmp_path / "still.gif")
+    frames[2].save(tmp_path / "still.tif")
+    assert read_image(tmp_path / "still.gif").size == (12, 10) and read_image(tmp_path / "still.tif").size == (12, 10)
+    names = {p.name for p in list_images(tmp_path)}  # the default (training, translate) is unchanged
+    assert names == {"anim.png", "anim.webp"}
+    assert {p.name for p in list_images(tmp_path, extensions=INPUT_EXTENSIONS)} == names | {
+        "anim.gif", "pages.tiff", "still.gif", "still.tif"}  # fmt: skip

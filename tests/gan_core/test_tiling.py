@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gan_core.tiling import _axis_weights, tile_spans, upscale_tiled
+from gan_core.tiling import _axis_weights, quantize, quantize_into, tile_spans, upscale_tiled
 
 
 @pytest.mark.parametrize(("length", "tile", "overlap"), [(100, 40, 8), (505, 256, 8), (64, 64, 8), (33, 20, 4)])
@@ -26,7 +26,7 @@ def test_spans_and_weights(length, tile, overlap):
 
 
 def nearest_x2(x: torch.Tensor) -> torch.Tensor:
-    return x.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
 
 
 def test_pointwise_fn_is_reproduced_exactly():
@@ -43,7 +43,7 @@ def test_conv_net_tiled_matches_untiled_within_one_level():
 
     def fn(x):
         with torch.no_grad():
-            return torch.sigmoid(net(x[None])[0])
+            return torch.sigmoid(net(x))
 
     img = torch.rand(3, 70, 90)
     whole = np.zeros((140, 180, 3), np.uint8)
@@ -57,6 +57,11 @@ def test_conv_net_tiled_matches_untiled_within_one_level():
     rough = np.zeros_like(whole)
     upscale_tiled(fn, img, 2, rough, tile=32, pad=1, overlap=8)
     assert np.abs(whole.astype(int) - rough.astype(int)).max() <= 4
+    # several tiles per call of fn: the same result (a row of tiles: 4 windows of one size)
+    batched = np.zeros_like(whole)
+    sizes = []
+    upscale_tiled(lambda x: sizes.append(x.shape[0]) or fn(x), img, 2, batched, tile=32, pad=4, overlap=8, batch=2)
+    assert sizes == [2, 2] * 3 and np.abs(batched.astype(int) - tiled.astype(int)).max() <= 1
 
 
 def test_uint16_and_float_outputs():
@@ -66,3 +71,13 @@ def test_uint16_and_float_outputs():
         upscale_tiled(nearest_x2, img, 2, out, tile=8, pad=0, overlap=2)
         ref = nearest_x2(img).permute(1, 2, 0).numpy() * top
         np.testing.assert_allclose(out.astype(np.float64), np.rint(ref) if top > 1 else ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_quantize_on_the_device_equals_quantize_into(dtype):
+    x = torch.rand(7, 9, 3) * 1.2 - 0.1  # values outside [0, 1] too
+    x[0, 0, 0] = 0.5 / 255  # an exact half: both round half to even
+    ref = np.empty(x.shape, dtype)
+    quantize_into(ref, x.numpy().copy())
+    got = quantize(x.clone(), dtype)
+    assert got.numpy().dtype == ref.dtype and np.array_equal(got.numpy(), ref)

@@ -71,3 +71,30 @@ def test_offline_and_bad_download_messages(fake_manifest, tmp_path, monkeypatch)
     assert not (W.hub_checkpoints_dir() / "thing-1234.pth").exists()
     with pytest.raises(W.WeightsError, match="unknown weights name 'nothing'"):
         W.resolve_weights("nothing")
+
+
+def test_cwd_weights_folder_counts_only_when_named(tmp_path, monkeypatch, capsys):
+    from gan_core.cli import weights_main
+
+    payload = b"a file a stranger left in ./weights"
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    (wdir / "thing.pth").write_bytes(payload)
+    entry = {"file": "thing.pth", "sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
+    (wdir / "manifest.json").write_text(json.dumps({"weights": {"thing": entry}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAN_WEIGHTS_DIR", "")  # unset for the code; restored after the test
+    monkeypatch.setenv("SAN_GAN_OFFLINE", "1")
+    assert wdir.resolve() not in [d.resolve() for d in W.weights_dirs()]
+    with pytest.raises(W.WeightsError, match="unknown weights name 'thing'"):
+        W.resolve_weights("thing")
+    assert weights_main(["check", "--weights-dir", "weights"]) == 1  # the repository's big files are absent here
+    out = capsys.readouterr().out
+    assert f"weights folders: {wdir}, " in out
+    assert any(
+        line.startswith("ok") and " thing " in line and str(wdir / "thing.pth") in line for line in out.split("\n")
+    )
+    assert W.resolve_weights("thing") == wdir / "thing.pth"  # the flag holds for the rest of the process
+    with pytest.raises(SystemExit) as info:
+        weights_main(["check", "--weights-dir", "nowhere"])
+    assert info.value.code == 2 and "weights folder not found: nowhere" in capsys.readouterr().err

@@ -18,7 +18,7 @@ if __name__ == "__main__":
     cfg = load_config(
         SRTrainConfig,
         Path(__file__).resolve().parents[2] / "configs" / "sr_tiny.yaml",
-        [f"data.train_dirs=[{hr}]", f"loss.vgg_weights={vgg}", "train.device=cpu", "model.san_ratio=0.25"],
+        [f"data.train_dirs=[{hr}]", f"loss.vgg_weights_file={vgg}", "train.device=cpu", "model.san_ratio=0.25"],
     )
     dist.init_process_group("gloo")  # train() reuses the group and leaves it to us
     rank = dist.get_rank()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import torch
 from PIL import Image
 
 from sr_app.data import SRTrainDataset, SRValDataset, TrainSampler, bicubic_downscale, list_images, load_rgb
+
+from .conftest import write_images
 
 
 @pytest.mark.parametrize("dataset", ["Set5", "Set14"])
@@ -119,3 +122,49 @@ def test_list_images_filters_extensions(hr_folder):
     files = list_images(hr_folder)
     assert len(files) == 7 and all(f.suffix.lower() in (".png", ".jpg", ".bmp") for f in files)
     assert len(list_images(hr_folder, recursive=False)) == 4
+
+
+def _val_folder_with_bad_files(root: Path) -> dict[str, str]:
+    """Two usable HR images and four that cannot be used; returns bad file name -> expected reason text."""
+    write_images(root, [(40, 44), (48, 48)], seed=7)
+    (root / "empty.png").write_bytes(b"")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "one.png")
+    Image.fromarray(np.zeros((12, 60, 3), np.uint8)).save(root / "thin.png")  # 12 px < 2*4 + 11 after the crop
+    good = (root / "img000.png").read_bytes()
+    (root / "cut.png").write_bytes(good[: len(good) // 2])
+    return {"empty.png": "unreadable", "one.png": "too small: 1x1 px", "thin.png": "too small: 60x12 px",
+            "cut.png": "unreadable"}  # fmt: skip
+
+
+def test_validation_folder_skips_unusable_files_with_a_warning(tmp_path, caplog):
+    root = tmp_path / "val"
+    bad = _val_folder_with_bad_files(root)
+    with caplog.at_level(logging.WARNING):
+        ds = SRValDataset(root, scale=4)
+    assert [it["name"] for it in ds] == ["img000", "img001"] and ds[0]["hr"].shape == (3, 40, 44)
+    assert {f.name: reason for f, reason in ds.failed}.keys() == bad.keys()
+    for f, reason in ds.failed:
+        assert bad[f.name] in reason and str(f) in caplog.text
+    for name in ("img000.png", "img001.png"):
+        (root / name).unlink()
+    with pytest.raises(ValueError, match=r"no usable image in validation folder .*: all 4 failed"):
+        SRValDataset(root, scale=4)
+    assert len(SRValDataset(root, scale=4, allow_empty=True)) == 0
+
+
+@pytest.mark.slow
+def test_sr_train_warns_about_bad_validation_images_and_trains(tmp_path, hr_folder, caplog):
+    from gan_core.config import load_config
+    from sr_app.config import SRTrainConfig
+    from sr_app.train import train
+
+    val = tmp_path / "val"
+    bad = _val_folder_with_bad_files(val)
+    repo = Path(__file__).resolve().parents[2]
+    sets = [f"data.train_dirs=[{hr_folder}]", f"data.val_dirs=[{val}]", "train.device=cpu", "loss.vgg_loss_weight=0",
+            "train.steps=2", "log.eval_every=2"]  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        train(load_config(SRTrainConfig, repo / "configs" / "sr_tiny.yaml", sets), tmp_path / "run")
+    assert (tmp_path / "run" / "ckpt" / "step_00000002.pt").is_file()
+    for name in bad:
+        assert f"skipping validation image {val / name}" in caplog.text

@@ -114,7 +114,7 @@ def test_cli_never_replaces_or_loses_files(tmp_path, tiny_model, capsys):
     Image.fromarray(smooth_image(16, 16, 2)).save(src / "a.jpg")  # same stem: same output name with --ext png
     args = ["-i", str(src), "-o", str(tmp_path / "o"), "--weights", str(tiny_model), "--no-niqe", "--ext", "png"]
     assert infer_main(args) == 1
-    assert "was already written for" in capsys.readouterr().err
+    assert "is also the output of" in capsys.readouterr().err
     before = (tmp_path / "o" / "a_out.png").read_bytes()
     one = [args[0], str(src / "a.png"), *args[2:]]
     assert infer_main(one) == 1  # exists: refused
@@ -227,3 +227,53 @@ def test_san_weights_check_lists_everything(capsys):
     weights_main(["check"])
     out = capsys.readouterr().out
     assert "niqe_live" in out and "vgg19" in out and "ok" in out
+
+
+@pytest.mark.parametrize(
+    ("channels", "dtype", "outscale"),
+    [(3, np.uint8, None), (4, np.uint8, 2.5), (1, np.uint16, None), (2, np.uint8, 0.5), (3, np.float32, 3.0)],
+)
+def test_whole_image_on_the_device_equals_the_tiled_path(tiny_model, channels, dtype, outscale):
+    """upscale_images (everything after decoding on the device, several images per forward) gives the
+    values of the CPU path (one tile covering the image, alpha and resize on the host)."""
+    up = Upscaler.from_pretrained(tiny_model, device="cpu", precision="fp32", max_batch=2)
+    rng = np.random.default_rng(channels)
+    noise = rng.normal(0, 0.02, (3, 20, 28, channels))
+    imgs = [np.clip(smooth_image(20, 28, k)[..., :1].repeat(channels, 2) / 255 + noise[k], 0, 1).astype(np.float32)
+            for k in range(3)]  # fmt: skip
+    batched = up.upscale_images(imgs, dtype, outscale)
+    assert len(batched) == 3
+    for img, got in zip(imgs, batched, strict=True):
+        ref = up._upscale_pixels(img, dtype, outscale, tile=64)  # one tile: the host path
+        assert got.dtype == ref.dtype and got.shape == ref.shape == (*up.output_size(20, 28, outscale), channels)
+        tol = 1e-5 if dtype == np.float32 else 1
+        assert np.abs(got.astype(np.float64) - ref.astype(np.float64)).max() <= tol
+
+
+def test_folder_with_several_images_per_forward_equals_one_at_a_time(tmp_path, tiny_model):
+    from sr_app.batch import BatchOptions
+    from sr_app.pipeline import run_batch
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(5):
+        Image.fromarray(smooth_image(24, 20, k)).save(src / f"a{k}.png")
+    Image.fromarray(smooth_image(16, 16, 9)).save(src / "b.png")  # another size: its own forward
+    (src / "c.png").write_bytes(b"")  # a failure in the middle of the batch
+    files = [(p, Path(".")) for p in sorted(src.iterdir())]
+    results = {}
+    for batch in (1, 3):
+        up = Upscaler.from_pretrained(tiny_model, device="cpu", precision="fp32", max_batch=batch)
+        seen: list[int] = []
+        forward = up._forward
+        up._forward = lambda x, fp32=False, f=forward, seen=seen: seen.append(x.shape[0]) or f(x, fp32)
+        out = tmp_path / f"out{batch}"
+        summary = run_batch(files, up, BatchOptions(outdir=out, niqe=False), lambda m: None)
+        assert summary.done == 6 and [f for f, _ in summary.failed] == [str(src / "c.png")]
+        assert [Path(r["input"]).name for r in summary.rows] == ["a0.png", "a1.png", "a2.png", "a3.png", "a4.png",
+                                                                 "b.png"]  # input order  # fmt: skip
+        results[batch] = {p.name: np.asarray(Image.open(p)) for p in out.iterdir()}
+        assert max(seen) == batch  # batch 3: [3, 2, 1] or [3, 1, 1, 1] as decoding keeps up
+    assert results[1].keys() == results[3].keys()
+    for name in results[1]:
+        assert np.abs(results[1][name].astype(int) - results[3][name].astype(int)).max() <= 1, name

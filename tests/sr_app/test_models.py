@@ -44,7 +44,7 @@ def test_critic_counts_norms_and_padding(norm, cls):
 
 
 def test_critic_crop_range_bn_switch_and_errors():
-    D = SRCritic("none", padding="zeros", num_blocks=2, width=8, seed=0)  # crop 16
+    D = SRCritic("none", padding="zeros", num_blocks=2, width=8, crop_seed=0)  # crop 16
     x = torch.arange(20 * 20, dtype=torch.float32).reshape(1, 1, 20, 20).expand(1, 3, 20, 20)
     offsets = {int(D.random_crop(x)[0, 0, 0, 0]) for _ in range(300)}
     assert offsets == {r * 20 + c for r in range(5) for c in range(5)}  # inclusive range: 0..4 both ways

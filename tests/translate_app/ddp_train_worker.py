@@ -18,7 +18,7 @@ if __name__ == "__main__":
     cfg = load_config(
         SpadeTrainConfig,
         Path(__file__).resolve().parents[2] / "configs" / "spade_tiny.yaml",
-        [f"data.root={root}", "train.device=cpu", "loss.vgg_weight=0", "log.fid_every=0"],
+        [f"data.root={root}", "train.device=cpu", "loss.vgg_loss_weight=0", "log.fid_every=0"],
     )
     dist.init_process_group("gloo")  # train() reuses the group and leaves it to us
     rank = dist.get_rank()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+import translate_app
 from gan_core.checkpoint import load_checkpoint
 from gan_core.config import load_config
 from translate_app.cli import eval_main, infer_main, train_main
@@ -21,6 +25,7 @@ from translate_app.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "spade_tiny.yaml"
+CODE = Path(translate_app.__file__).resolve().parents[1]  # the code under test, for child processes
 
 
 def tiny(root, *sets):
@@ -28,8 +33,8 @@ def tiny(root, *sets):
 
 
 def test_train_resume_exact_infer_and_eval(tmp_path, city_root, vgg_weights, fid_weights, capsys):
-    cfg = tiny(city_root, f"loss.vgg_weights={vgg_weights}", "log.fid_every=2", "log.fid_images=2",
-               f"log.fid_weights={fid_weights}")  # fmt: skip
+    cfg = tiny(city_root, f"loss.vgg_weights_file={vgg_weights}", "log.fid_every=2", "log.fid_images=2",
+               f"log.fid_weights_file={fid_weights}")  # fmt: skip
     straight, split = tmp_path / "straight", tmp_path / "split"
     result = train(cfg, straight)
     assert result.step == 4 and result.fid is not None and result.fid >= 0
@@ -99,9 +104,12 @@ def test_cli_errors(tmp_path, city_root, capsys):
     assert "unknown config key model.ngff" in capsys.readouterr().err
     assert train_main(["-c", str(TINY), "--data-root", str(tmp_path / "none")]) == 2
     assert "Cityscapes root not found" in capsys.readouterr().err
-    assert train_main(["-c", str(TINY), "--data-root", str(city_root), "--dry-run"]) == 0
+    assert (
+        train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_loss_weight=0", "--dry-run"])
+        == 0
+    )
     assert "# training frames: 3" in capsys.readouterr().out
-    code = train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_weight=0",
+    code = train_main(["-c", str(TINY), "--data-root", str(city_root), "--set", "loss.vgg_loss_weight=0",
                        "--set", "train.batch_size=4", "--out", str(tmp_path / "r")])  # fmt: skip
     assert code == 1 and "fewer than one batch" in capsys.readouterr().err
     assert infer_main(["-i", "x.png", "-o", str(tmp_path), "--weights", str(tmp_path / "missing.pt")]) == 2
@@ -136,3 +144,63 @@ def test_torchrun_ddp_two_ranks_identical(tmp_path, city_root):
     assert any(k.endswith(".s") for k in a["D"])
     ck = load_checkpoint(tmp_path / "run" / "ckpt" / "step_00000004.pt")
     assert ck["world_size"] == 2
+
+
+# -- files a run needs, stop signals (issue 8: cases 17, 15) -------------------------------------------------
+def test_missing_weights_listed_in_one_message_before_any_work(tmp_path, city_root, monkeypatch, capsys):
+    monkeypatch.setenv("SAN_GAN_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # empty: no hub cache
+    monkeypatch.delenv("SAN_WEIGHTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = ["-c", str(TINY), "--data-root", str(city_root), "--out", str(run), "--set", "log.fid_every=2"]
+    for extra in (["--dry-run"], []):
+        assert train_main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("translate-train: 2 files this run needs are missing or unusable:\n")
+        assert "- loss.vgg_weights_file: weights 'vgg19' not found: vgg19-dcbb9e9d.pth" in err
+        assert "- log.fid_weights_file: weights 'fid_inception' not found: pt_inception-2015-12-05-6726825d.pth" in err
+        assert err.count("Put the file at one of:") == 2 and "Traceback" not in err
+        assert not run.exists()
+    # without the VGG term and periodic FID the run needs no pretrained file
+    assert train_main([*args, "--set", "loss.vgg_loss_weight=0", "--set", "log.fid_every=0", "--dry-run"]) == 0
+    assert "# needs" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_and_resume_continues(tmp_path, city_root):
+    """translate-train gets SIGTERM mid-run: a checkpoint at the step it stopped after, exit 143, one log line;
+    --resume auto continues from it."""
+    run = tmp_path / "run"
+    base = ["-c", str(TINY), "--data-root", str(city_root), "--out", str(run), "--set", "loss.vgg_loss_weight=0"]
+    long = ["--steps", "100000", "--set", "log.save_every=100000", "--set", "log.sample_every=100000"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(CODE))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "translate_app.cli", *base, *long],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        metrics = run / "metrics.jsonl"
+        while not (metrics.is_file() and '"train"' in metrics.read_text()):  # the loop has started
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run did not start its loop"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    m = re.search(r"stopped by SIGTERM at step (\d+); checkpoint (\S+); resume with --resume auto", err)
+    assert m, err[-3000:]
+    step = int(m.group(1))
+    assert [p.name for p in (run / "ckpt").glob("step_*.pt")] == [f"step_{step:08d}.pt"]
+    assert load_checkpoint(m.group(2))["step"] == step
+
+    assert train_main([*base, "--steps", str(step + 1), "--resume", "auto"]) == 0
+    assert f"resumed from {m.group(2)} at step {step}" in (run / "train.log").read_text()
+    assert load_checkpoint(run / "ckpt" / f"step_{step + 1:08d}.pt")["step"] == step + 1

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from gan_core.norm import kernel_peaks, legacy_san_constant, sample_kernel_block, san_constant, san_gain
-from gan_core.norm.sparsity_aware import _certified_max, _harmonic
+from gan_core.norm.certified import certified_max
+from gan_core.norm.sparsity_aware import harmonic_number
 
 
 def circulant_block(kernel: torch.Tensor, H: int, W: int, stride: int = 1) -> torch.Tensor:
@@ -121,7 +122,7 @@ def test_eq9_gain_values(num_filters, ratio, expected):
 def test_eq9_gain_edges_and_harmonic_numbers():
     assert san_gain(1.0, 1) == 1.0 and san_gain(1.0, 262144) == 1.0
     for k in (1, 7, 2000, 2001, 5000, 123457):  # series vs exact sum across the switch point
-        assert _harmonic(k) == pytest.approx(math.fsum(1.0 / j for j in range(1, k + 1)), rel=1e-14)
+        assert harmonic_number(k) == pytest.approx(math.fsum(1.0 / j for j in range(1, k + 1)), rel=1e-14)
     # eq. 9 literally: sum_{j=1}^{mn} 1 / (mn - j + 1) over sum_{j=1}^{floor(mn r)} 1 / (floor(mn r) - j + 1)
     mn, r = 300, 0.3
     k = math.floor(mn * r)
@@ -186,15 +187,15 @@ def test_certified_max_equals_full_scan_on_adversarial_kernels():
     base = torch.randn(300, 3, 3)
     cases = [base, base * 0 + base[:1], torch.zeros(50, 3, 3), torch.cat([base, 10 * base[:1]])]
     for kernels in cases:
-        value, _, _ = _certified_max(kernels, peaks_of, chunk_rows=7)
+        value, _, _ = certified_max(kernels, peaks_of, chunk_rows=7)
         assert float(value) == pytest.approx(float(peaks_of(kernels).max()), rel=1e-6, abs=1e-12)
     ref, ref_peaks = base.clone(), peaks_of(base)
     for scale in (1e-6, 1e-3, 1e-1, 10.0):
         moved = ref + scale * torch.randn_like(ref)
-        value, idx, _ = _certified_max(moved, peaks_of, ref, ref_peaks, chunk_rows=5)
+        value, idx, _ = certified_max(moved, peaks_of, ref, ref_peaks, chunk_rows=5)
         assert float(value) == pytest.approx(float(peaks_of(moved).max()), rel=1e-6)
     # small moves need only a few kernels transformed
-    _, idx, _ = _certified_max(ref + 1e-6 * torch.randn_like(ref), peaks_of, ref, ref_peaks, chunk_rows=5)
+    _, idx, _ = certified_max(ref + 1e-6 * torch.randn_like(ref), peaks_of, ref, ref_peaks, chunk_rows=5)
     assert len(idx) < 30  # out of 300
 
 
