@@ -22,8 +22,15 @@ Cityscapes: 35 label ids + the instance-edge channel), ``ngf`` = fc output chann
 differs), so they cannot be told apart from the weights: without ``up_4`` the default is SPADE's Cityscapes
 setting ``'more'``; ``up_4`` present means ``'most'``. The default size is SPADE's Cityscapes test size
 (``load_size = crop_size = 512``, ``aspect_ratio = 2``, 'fixed' preprocessing): 256 x 512.
-Files are read with ``torch.load(weights_only=True)`` only (both the zip format and the pre-1.6 legacy
-format SPADE's 2019 release uses).
+Files are read through ``gan_core.checkpoint.safe_torch_load`` (``torch.load(weights_only=True)``) only, in
+both the zip format and the pre-1.6 legacy format SPADE's 2019 release uses (:func:`is_legacy_torch_file`;
+``gan_core.checkpoint.load_checkpoint``'s zip/CRC check would call such a file corrupt).
+
+Which models we can run: only Cityscapes ones, since the label handling (``translate_app.data``) is
+Cityscapes': ``label_nc`` 36 (35 label ids + instance edges). :func:`check_cityscapes` refuses, in one line,
+a model trained without instance maps (35 channels), SPADE's ADE20K (151) and COCO-Stuff (184) models and any
+other width. A Cityscapes model trained with ``--contain_dontcare_label --no_instance`` would also have 36
+channels and cannot be told apart; SPADE's Cityscapes options use neither.
 
 Input: SPADE's Cityscapes model takes what :func:`translate_app.data.label_tensor` makes, (B, 36, 256, 512):
 one-hot label ids 0..34 in channels 0..34 (``label_nc`` 35, no don't-care channel) and the instance-edge map
@@ -37,15 +44,19 @@ from pathlib import Path
 
 import torch
 
+from .data import SEMANTIC_NC
 from .generator import UPSAMPLING, SPADEGenerator
 
 __all__ = [
     "SPADE_CITYSCAPES_SIZE",
     "SPADE_CITYSCAPES_UPSAMPLING",
+    "check_cityscapes",
     "convert_spade_generator",
     "infer_generator_kwargs",
+    "is_legacy_torch_file",
     "is_spade_state_dict",
     "load_spade_generator",
+    "spade_generator_from_state",
 ]
 
 SPADE_CITYSCAPES_SIZE = (256, 512)  # (H, W): crop_size 512, aspect_ratio 2
@@ -57,6 +68,36 @@ _SN_SUFFIXES = {
     "weight_v": "parametrizations.weight.0._v",
 }
 _LIST_AT_MOST = 8
+# torch.save's pre-1.6 format starts with its magic number pickled at protocol 2 (PROTO 2, LONG1 of 10 bytes)
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+# fc input widths of SPADE's other released models: label_nc + don't-care channel + instance-edge channel
+_OTHER_DATASETS = {
+    SEMANTIC_NC - 1: "a Cityscapes model trained without instance maps (--no_instance: 35 channels, no "
+    "instance-edge channel)",
+    151: "SPADE's ADE20K model (150 classes + don't-care, no instance maps)",
+    184: "SPADE's COCO-Stuff model (182 classes + don't-care + instance edges)",
+}
+
+
+def is_legacy_torch_file(path: str | Path) -> bool:
+    """True if ``path`` starts like a file of ``torch.save`` before PyTorch 1.6 (the non-zip format)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
+    except OSError:
+        return False
+
+
+def check_cityscapes(kwargs: Mapping) -> None:
+    """ValueError (one line) unless ``kwargs`` (from :func:`infer_generator_kwargs`) describe a Cityscapes
+    generator we can feed: ``label_nc`` 36 = Cityscapes label ids 0..34 + the instance-edge channel."""
+    nc = kwargs["label_nc"]
+    if nc != SEMANTIC_NC:
+        what = _OTHER_DATASETS.get(nc, f"a model for {nc} input channels")
+        raise ValueError(
+            f"SPADE checkpoint is {what}; only Cityscapes models with instance maps ({SEMANTIC_NC} input "
+            "channels: 35 label ids + instance edges) can be run here, since only Cityscapes label maps are handled"
+        )
 
 
 def is_spade_state_dict(state: object) -> bool:
@@ -195,6 +236,20 @@ def _match(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tenso
     return {k: converted[k] for k in expected}
 
 
+def spade_generator_from_state(
+    state: object, upsampling: str | None = None, size: tuple[int, int] | None = None
+) -> tuple[SPADEGenerator, dict]:
+    """(SPADEGenerator in eval mode on the CPU, its kwargs) from a SPADE state dict already in memory.
+
+    ValueError naming what does not fit (see :func:`convert_spade_generator`); no Cityscapes check."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"not a SPADE generator state dict: got a {type(state).__name__}")
+    kwargs = infer_generator_kwargs(state, upsampling, size)
+    generator = SPADEGenerator(**kwargs)
+    generator.load_state_dict(_match(state, generator.state_dict(), kwargs), strict=True)
+    return generator.eval(), kwargs
+
+
 def load_spade_generator(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -203,23 +258,19 @@ def load_spade_generator(
 ) -> tuple[SPADEGenerator, dict]:
     """(SPADEGenerator in eval mode on ``device``, its kwargs) from SPADE's ``latest_net_G.pth``.
 
-    Read with ``torch.load(weights_only=True)``: a file that would need arbitrary pickled objects is refused.
-    FileNotFoundError for a missing file; ValueError (naming the file) for an unreadable one or a wrong layout.
+    Read through ``gan_core.checkpoint.safe_torch_load`` (``weights_only``): a file that would need arbitrary
+    pickled objects is refused and nothing in it runs. FileNotFoundError for a missing file; ValueError (naming
+    the file) for an unreadable or unsafe one or a wrong layout. Any ``label_nc`` loads here (with ``size`` /
+    ``upsampling`` for non-Cityscapes models); :func:`check_cityscapes` is the caller's.
     """
+    from gan_core.checkpoint import safe_torch_load
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SPADE checkpoint not found: {path}")
+    state = safe_torch_load(path)  # ValueError "<path> is not a safe checkpoint / cannot be read ..."
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated / foreign / unsafe files
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({reason})") from None
-    try:
-        if not isinstance(state, Mapping):
-            raise ValueError(f"not a SPADE generator state dict: got a {type(state).__name__}")
-        kwargs = infer_generator_kwargs(state, upsampling, size)
-        generator = SPADEGenerator(**kwargs)
-        generator.load_state_dict(_match(state, generator.state_dict(), kwargs), strict=True)
+        generator, kwargs = spade_generator_from_state(state, upsampling, size)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    return generator.eval().to(device), kwargs
+    return generator.to(device), kwargs
