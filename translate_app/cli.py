@@ -204,7 +204,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", type=Path, help="folder of real images")
     p.add_argument("--real-stats", type=Path, help="cached real statistics (.npz written by --save-stats)")
     p.add_argument("--save-stats", type=Path, help="write the statistics of --real (or of the real photos) here")
-    p.add_argument("--weights", type=Path, help="translate-train checkpoint: generate from --data-root labels")
+    p.add_argument("--weights", type=Path, help="generator (translate-train .pt, SPADE's Cityscapes latest_net_G.pth, "
+                   "translate-export .safetensors): generate from --data-root labels")  # fmt: skip
     p.add_argument("--data-root", type=Path, help="Cityscapes root (with --weights)")
     p.add_argument("--split", default="val")
     p.add_argument("--out", type=Path, help="write generated images here (with --weights)")
@@ -318,6 +319,7 @@ def _prepare_generation(args: argparse.Namespace, device):
     except (OSError, ValueError, RuntimeError) as e:
         print(f"{prog}: cannot load the checkpoint: {e}", file=sys.stderr)
         return 2
+    print(f"{prog}: loaded {synth.info.describe()} ({synth.info.network()})", file=sys.stderr)
     try:
         ds = CityscapesDataset(args.data_root, args.split, synth.size)
     except ValueError as e:

@@ -1,5 +1,6 @@
-"""Street scenes from Cityscapes label maps with a trained SAN-SPADE generator: model loading, label-file
-discovery and the per-file batch loop behind ``translate-infer``.
+"""Street scenes from Cityscapes label maps with a SPADE generator (a translate-train checkpoint, SPADE's released
+Cityscapes model or a translate-export file; ``model_files``): model loading, label-file discovery and the
+per-file batch loop behind ``translate-infer``.
 
     from translate_app.data import load_label_pair
     from translate_app.infer import Synthesizer

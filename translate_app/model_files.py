@@ -78,7 +78,8 @@ class ModelInfo:
     def describe(self) -> str:
         """``<kind> (<detail>), step N: <path>, <size>, sha256 <12 hex>`` in one line."""
         size = f"{self.nbytes / 1e6:.1f} MB" if self.nbytes >= 100_000 else f"{self.nbytes / 1e3:.1f} kB"
-        what = self.kind + (f" ({self.detail})" if self.detail else "") + (f", step {self.step}" if self.step else "")
+        what = self.kind + (f" ({self.detail})" if self.detail else "")
+        what += f", step {self.step}" if self.step is not None else ""
         return f"{what}: {self.path}, {size}, sha256 {self.sha256[:12]}"
 
     def network(self) -> str:

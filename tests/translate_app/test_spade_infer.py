@@ -155,4 +155,5 @@ def test_translate_eval_generates_with_a_spade_file(spade, tmp_path, capsys):
     code = eval_main(["--weights", str(files["legacy"]), "--data-root", str(tmp_path / "absent")])
     assert code == 2
     err = capsys.readouterr().err
+    assert f"translate-eval: loaded SPADE checkpoint (legacy torch format): {files['legacy']}" in err
     assert "cannot load" not in err and "absent" in err  # the checkpoint loaded; the missing root is reported
