@@ -1,4 +1,5 @@
-"""Command-line entry points of SAN-SPADE: ``translate-train``, ``translate-infer``, ``translate-eval``."""
+"""Command-line entry points of SAN-SPADE: ``translate-train``, ``translate-infer``, ``translate-eval``,
+``translate-export``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from gan_core.version import add_version_argument
 
 from .config import SpadeTrainConfig
 
-__all__ = ["eval_main", "infer_main", "train_main"]
+__all__ = ["eval_main", "export_main", "infer_main", "train_main"]
 
 
 # -- translate-train ---------------------------------------------------------------------------------
@@ -102,14 +103,17 @@ def train_main(argv: list[str] | None = None) -> int:
 def infer_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="translate-infer",
-        description="Synthesize street scenes from Cityscapes label-id PNGs with a trained SAN-SPADE generator. "
-        "Instance maps (*_instanceIds.png beside *_labelIds.png) are used when present. Bad files are "
+        description="Synthesize street scenes from Cityscapes label-id PNGs with a SAN-SPADE generator: a "
+        "translate-train checkpoint, SPADE's released Cityscapes latest_net_G.pth or a translate-export "
+        "model. Instance maps (*_instanceIds.png beside *_labelIds.png) are used when present. Bad files are "
         "reported and skipped; outputs are written atomically and never replace a file without --overwrite.",
     )
     add_version_argument(p)
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="LABELS", help="label PNGs, folders, globs")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
-    p.add_argument("--weights", type=Path, required=True, metavar="CKPT", help="translate-train checkpoint (.pt)")
+    p.add_argument("--weights", type=Path, required=True, metavar="CKPT",
+                   help="translate-train checkpoint (.pt), SPADE's Cityscapes latest_net_G.pth, or a "
+                   "translate-export NAME.safetensors (with NAME.json beside it)")  # fmt: skip
     p.add_argument("--colorize", action="store_true", help="also write the Cityscapes-palette label preview")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
@@ -158,7 +162,8 @@ def _infer(args: argparse.Namespace, started: float) -> int:
     for arg, why in missing:
         log(f"error: {arg}: {why}")
     H, W = synth.size
-    log(f"{prog}: {synth.name} ({W}x{H}), device {synth.device}, precision {synth.precision_name}, "
+    log(f"{prog}: loaded {synth.info.describe()}")
+    log(f"{prog}: generator {synth.info.network()}, device {synth.device}, precision {synth.precision_name}, "
         f"{len(files)} label map(s)")  # fmt: skip
     opts = InferOptions(args.output, args.colorize, args.overwrite, args.skip_existing)
     summary = run_batch(files, synth, opts, log)
@@ -203,7 +208,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", type=Path, help="folder of real images")
     p.add_argument("--real-stats", type=Path, help="cached real statistics (.npz written by --save-stats)")
     p.add_argument("--save-stats", type=Path, help="write the statistics of --real (or of the real photos) here")
-    p.add_argument("--weights", type=Path, help="translate-train checkpoint: generate from --data-root labels")
+    p.add_argument("--weights", type=Path, help="generator (translate-train .pt, SPADE's Cityscapes latest_net_G.pth, "
+                   "translate-export .safetensors): generate from --data-root labels")  # fmt: skip
     p.add_argument("--data-root", type=Path, help="Cityscapes root (with --weights)")
     p.add_argument("--split", default="val")
     p.add_argument("--out", type=Path, help="write generated images here (with --weights)")
@@ -317,6 +323,7 @@ def _prepare_generation(args: argparse.Namespace, device):
     except (OSError, ValueError, RuntimeError) as e:
         print(f"{prog}: cannot load the checkpoint: {e}", file=sys.stderr)
         return 2
+    print(f"{prog}: loaded {synth.info.describe()} ({synth.info.network()})", file=sys.stderr)
     try:
         ds = CityscapesDataset(args.data_root, args.split, synth.size)
     except ValueError as e:
@@ -350,6 +357,39 @@ def _generate_for_eval(args, generation, net, device, on_error):
     fake_stats = FIDStats.from_images(fakes, net, args.batch_size, device, PROTOCOL, source)
     H, W = synth.size
     return fake_stats, reals(), f"Cityscapes {args.split} photos, bicubic to {W}x{H}"
+
+
+# -- translate-export ---------------------------------------------------------------------------------
+def export_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="translate-export",
+        description="Release a SPADE generator (of a translate-train checkpoint, SPADE's Cityscapes "
+        "latest_net_G.pth, or an earlier export) as safetensors + JSON config, which translate-infer --weights "
+        "loads. Both outputs are checked before either is written; existing files are kept unless --overwrite.",
+    )
+    p.add_argument("checkpoint", type=Path, help="translate-train checkpoint (.pt), latest_net_G.pth or .safetensors")
+    p.add_argument("out", type=Path, help="output path: NAME.safetensors or NAME (NAME.json is written beside it)")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16, half the size)")
+    p.add_argument("--name", help="model name recorded in the config (default: NAME)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    args = p.parse_args(argv)
+    from .export import export_generator
+
+    prog = "translate-export"
+    try:
+        path, info = export_generator(args.checkpoint, args.out, not args.fp32, args.name, args.overwrite)
+    except FileExistsError as e:  # appeared between the check and the write: nothing of ours is left
+        print(f"{prog}: {e.filename}: exists (written by someone else meanwhile?); nothing written", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{prog}: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"{prog}: read {info.describe()}")
+    print(f"wrote {path} and {path.with_suffix('.json')} ({info.network()}, {'float32' if args.fp32 else 'float16'})")
+    return 0
 
 
 if __name__ == "__main__":

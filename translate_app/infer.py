@@ -1,9 +1,11 @@
-"""Street scenes from Cityscapes label maps with a trained SAN-SPADE generator: model loading, label-file
-discovery and the per-file batch loop behind ``translate-infer``.
+"""Street scenes from Cityscapes label maps with a SPADE generator (a translate-train checkpoint, SPADE's released
+Cityscapes model or a translate-export file; ``model_files``): model loading, label-file discovery and the
+per-file batch loop behind ``translate-infer``.
 
     from translate_app.data import load_label_pair
     from translate_app.infer import Synthesizer
     syn = Synthesizer.from_checkpoint("runs/san_spade/ckpt/best.pt")       # device and precision: auto
+    # also SPADE's released latest_net_G.pth (Cityscapes) or a translate-export model.safetensors (+ .json)
     labels, instances = load_label_pair("x_gtFine_labelIds.png", "x_gtFine_instanceIds.png", syn.size)
     rgb = syn.synthesize(labels, instances)      # (H, W, 3) float32 in [0, 1] at the model's size (H, W)
 
@@ -32,6 +34,7 @@ from gan_core.runtime import autocast, autocast_dtype
 
 from .config import SpadeTrainConfig
 from .data import LABEL_NC, colorize_labels, label_tensor, load_label_pair, pair_instance_file, resize_ids
+from .model_files import ModelInfo, load_model
 
 __all__ = [
     "InferOptions",
@@ -51,51 +54,21 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def _fit_report(model: torch.nn.Module, state: dict) -> str:
-    """What keeps ``state`` from loading into ``model``, in one line."""
-    own = model.state_dict()
-    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
-    shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
-    parts = [f"{len(shapes)} tensor(s) of another shape"] if shapes else []
-    parts += [f"{len(missing)} missing"] if missing else []
-    parts += [f"{len(unexpected)} unexpected"] if unexpected else []
-    example = sorted(shapes or missing or unexpected)[:1]
-    return ", ".join(parts) + (f" (e.g. {example[0]})" if example else "")
-
-
 def load_generator(path: str | Path, device: str | torch.device = "cpu"):
     """(SPADE generator in eval mode on ``device``, its ``SpadeTrainConfig``) from a translate-train checkpoint.
 
     Raises FileNotFoundError for a missing file, else ValueError with a one-line reason: not a checkpoint,
     truncated, not a safe (tensors-only) file, another tool's checkpoint, a config or weights that do not
     build the generator, non-finite weights. Nothing in the file is executed (``weights_only`` load).
+    Any generator file (SPADE's, exported): :func:`translate_app.model_files.load_model`.
     """
     from gan_core.checkpoint import load_checkpoint
-    from gan_core.config import ConfigError, from_dict, migrate_config
 
-    from .train import CKPT_FORMAT, build_generator
+    from .model_files import load_train_checkpoint
 
     path = Path(path)
-    ck = load_checkpoint(path)  # FileNotFoundError / ValueError (corrupt, unsafe) in one line
-    fmt = ck.get("format")
-    if fmt != CKPT_FORMAT or not isinstance(ck.get("G"), dict):
-        what = f"its format is {fmt!r}" if fmt else "it has no format record"
-        raise ValueError(f"{path} is not a translate-train checkpoint ({what})")
-    try:
-        cfg = from_dict(SpadeTrainConfig, migrate_config(SpadeTrainConfig, ck["config"]))  # older key names too
-    except (ConfigError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: its training config cannot be used: {_first_line(e)}") from None
-    G = build_generator(cfg)
-    try:
-        G.load_state_dict(ck["G"])
-    except RuntimeError:
-        raise ValueError(
-            f"{path}: the generator weights do not fit the network its config describes: {_fit_report(G, ck['G'])}"
-        ) from None
-    bad = [k for k, v in G.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"{path}: the generator has non-finite weights ({bad[0]} and {len(bad) - 1} more)")
-    return G.eval().to(device), cfg
+    G, info = load_train_checkpoint(path, load_checkpoint(path))
+    return G.to(device), info.train_config
 
 
 class Synthesizer:
@@ -103,34 +76,40 @@ class Synthesizer:
 
     Args:
         generator: maps (B, 36, H, W) one-hot labels + instance edges to (B, 3, H, W) in [-1, 1].
-        config: its training config; ``config.data.size`` is the (H, W) the generator was built for.
+        config: its training config, or None (SPADE's or an exported generator); the (H, W) the generator
+            was built for is ``config.data.size``, else the generator's ``size``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device.
         precision: ``auto`` (bf16 where it is native, else fp32), ``fp32`` or ``bf16``.
         name: shown in banners (the checkpoint path for ``from_checkpoint``).
+        info: what ``from_checkpoint`` loaded (kind, file, size, sha256), else None.
     """
 
     def __init__(
         self,
         generator: torch.nn.Module,
-        config: SpadeTrainConfig,
+        config: SpadeTrainConfig | None = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
         name: str = "",
+        info: ModelInfo | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(str(device))
         self.amp = autocast_dtype(precision, self.device, allow_fp16=False)
         self.generator = generator.eval().to(self.device)
         self.config = config
-        self.size: tuple[int, int] = (int(config.data.size[0]), int(config.data.size[1]))
+        size = config.data.size if config is not None else generator.size
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.name = name
+        self.info = info
 
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "auto", precision: str = "auto"
     ) -> Synthesizer:
-        """Load a translate-train checkpoint (see ``load_generator`` for its errors)."""
-        generator, config = load_generator(path)
-        return cls(generator, config, device, precision, name=str(path))
+        """Load a translate-train checkpoint, SPADE's released ``latest_net_G.pth`` (Cityscapes) or an
+        exported ``<name>.safetensors`` (with its ``<name>.json``); see ``model_files.load_model``."""
+        generator, info = load_model(path)
+        return cls(generator, info.train_config, device, precision, name=str(path), info=info)
 
     @property
     def precision_name(self) -> str:
