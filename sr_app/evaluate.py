@@ -41,8 +41,8 @@ PROTOCOL = {
 
 
 def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """MATLAB ``imresize(lr, scale, 'bicubic')`` (pyiqa port), (B, C, h, w) in [0, 1] -> clamped result."""
-    from pyiqa.matlab_utils import imresize
+    """MATLAB ``imresize(lr, scale, 'bicubic')`` (``gan_core.matlab_resize``), (B, C, h, w) in [0, 1] -> clamped."""
+    from gan_core.matlab_resize import imresize
 
     return imresize(lr, scale=scale).clamp(0, 1)
 
