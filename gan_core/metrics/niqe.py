@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..extras import import_extra
 from ..weights import resolve_weights
 from .psnr_ssim import _batch, quantize
 
@@ -23,10 +24,10 @@ class NIQE:
     """Callable NIQE metric; the parameter file is read once."""
 
     def __init__(self, params: str = "niqe_live") -> None:
-        from pyiqa.archs.niqe_arch import NIQE as _PyiqaNIQE
-
+        """Raises :class:`~gan_core.extras.MissingExtraError` without pyiqa (the ``metrics`` extra)."""
+        niqe_arch = import_extra("pyiqa.archs.niqe_arch", "NIQE")
         path = resolve_weights(params)
-        self._net = _PyiqaNIQE(color_space="ycbcr", crop_border=0, pretrained_model_path=str(path))
+        self._net = niqe_arch.NIQE(color_space="ycbcr", crop_border=0, pretrained_model_path=str(path))
 
     @torch.no_grad()
     def __call__(self, img: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
