@@ -58,6 +58,7 @@ class WeightSpec:
     description: str = ""
     kind: str = ""  # "pretrained" (third-party feature nets) or "model" (released by this project)
     config: str = ""  # released models: JSON config that rebuilds the network
+    optional: str = ""  # not shipped and needed only by some features: what needs it (san-weights check)
 
 
 def weights_dirs() -> list[Path]:
