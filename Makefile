@@ -2,7 +2,8 @@
 #   make install             venv + the product (no metrics extra: NIQE/LPIPS/FID need `pip install -e ".[metrics]"`)
 #   make install TORCH=cpu   the same with CPU-only torch/torchvision from the PyTorch CPU index (no CUDA
 #                            libraries: ~5 GB less); on a fresh venv (`make clean` first if .venv exists)
-#   make test                venv + ".[test]" (every extra the tests use), ruff, pytest
+#   make test                venv + ".[test]" (every extra the tests use), ruff, pytest (TORCH=cpu works too)
+#   make demo                the default model on a public-domain photo and a drawn chart (core install only)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,13 +23,23 @@ ifeq ($(TORCH),cpu)
 	$(PY) -m pip install -q torch torchvision --index-url $(TORCH_CPU_INDEX)
 endif
 
+# TORCH=cpu on a venv made earlier with pip's (CUDA) torch: say so instead of pretending
+ifeq ($(TORCH),cpu)
+CHECK_CPU_TORCH = $(PY) -c "import sys, torch; sys.exit(torch.version.cuda and 'TORCH=cpu: $(VENV) already holds CUDA torch ' + torch.__version__ + '; make clean first')"
+else
+CHECK_CPU_TORCH = true
+endif
+
 # (re)install when pyproject.toml changes; torch is not pinned: pip keeps the torch already there
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e .
+	@$(CHECK_CPU_TORCH)
 	touch $@
 
+# the test extra: the metrics extra (pyiqa, lpips, matplotlib), pytest, ruff, scipy
 $(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[test]"
+	@$(CHECK_CPU_TORCH)
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -1,12 +1,13 @@
 """Optional dependencies ("extras") and the one-line message a user sees when one is missing.
 
-The default install (``pip install san-gan``) upscales, trains and evaluates PSNR / SSIM with torch,
-torchvision, Pillow, numpy, safetensors, PyYAML and tqdm only. Features that need more name the extra
-that brings it:
+The default install (``pip install san-gan``) upscales (our models, and community models through
+spandrel), trains and evaluates PSNR / SSIM with torch, torchvision, Pillow, numpy, safetensors, spandrel,
+PyYAML and tqdm only. Features that need more name the extra that brings it:
 
 - ``metrics`` (pyiqa, lpips, matplotlib): NIQE (pyiqa with the LIVE parameters), LPIPS (lpips), the
   FID Inception blocks (pyiqa), ``sr-eval``'s perception-distortion plot (matplotlib);
 - ``tb`` (tensorboard): ``log.tensorboard=true`` in the training tools;
+- ``train``: ``metrics`` and ``tb``, everything the training tools can log (NIQE, periodic FID, TensorBoard);
 - ``test``: ``metrics`` plus pytest, ruff and scipy, for ``make test``.
 
 Batch tools turn a missing optional metric into a note (``NIQE skipped: pip install 'san-gan[metrics]'``)

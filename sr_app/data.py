@@ -1,6 +1,6 @@
 """SR data: HR image folders -> aligned (LR, HR) crops; validation sets; MATLAB-compatible bicubic.
 
-Training samples (ALGORITHMS.md c.4): the HR image is cropped to a multiple of the scale, its LR is the
+Training samples (docs/algorithms.md §3.4): the HR image is cropped to a multiple of the scale, its LR is the
 MATLAB ``imresize(hr, 1/scale, 'bicubic')`` of the whole image (quantized to 8 bits, as a saved LR file
 would be), and a sample is an aligned random crop (LR ``lr_patch``, HR ``lr_patch * scale``), flipped
 horizontally with p = 0.5, optionally with de-quantization noise ``(255 x + U[0, 1)) / 256`` on both.

@@ -158,3 +158,58 @@ def test_demo_runs_without_the_extras_and_shows_the_gain(tmp_path):
         for f in ("reference_hr.png", "input_lr.png", "bicubic_x4.png", "side_by_side.png"):
             assert (tmp_path / name / f).is_file()
     assert Image.open(tmp_path / "photo" / "side_by_side.png").size == (4 * 384, 384)
+
+
+# import name -> distribution name, where they differ (pyproject lists distributions)
+DIST_OF = {"PIL": "pillow", "yaml": "pyyaml"}
+EXTRA_ONLY = {"pyiqa", "lpips", "matplotlib", "scipy", "tensorboard", "kornia"}
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib: Python >= 3.11")
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level modules imported anywhere in the product packages (module-level or inside functions),
+    minus the standard library and the packages themselves: {module: {files}}."""
+    import ast
+
+    own = {"gan_core", "sr_app", "translate_app", "serve_app"}
+    found: dict[str, set[str]] = {}
+    for pkg in sorted(own):
+        for f in sorted((REPO / pkg).rglob("*.py")) if (REPO / pkg).is_dir() else []:
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for n in names:
+                    top = n.split(".")[0]
+                    if top not in own and top not in sys.stdlib_module_names:
+                        found.setdefault(top, set()).add(str(f.relative_to(REPO)))
+    return found
+
+
+def test_core_dependencies_cover_every_import_outside_the_extras():
+    """pyproject's core list holds what the product imports; the extras' packages are only in extras,
+    and kornia (never imported) is gone. The extras' modules are exactly the blocked ones above."""
+    import re
+
+    project = _pyproject()["project"]
+    dist = lambda spec: re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0].lower()  # noqa: E731
+    core = {dist(s) for s in project["dependencies"]}
+    extras = {name: {dist(s) for s in specs} for name, specs in project["optional-dependencies"].items()}
+    assert not core & EXTRA_ONLY
+    assert "kornia" not in core.union(*extras.values())
+    assert {"pyiqa", "lpips", "matplotlib"} <= extras["metrics"]
+    assert "san-gan" in extras["test"] and "scipy" in extras["test"]  # test pulls san-gan[metrics]
+    optional_dists = set().union(*extras.values())
+    imports = _third_party_imports()
+    assert {"torch", "torchvision", "numpy", "PIL", "safetensors", "yaml"} <= set(imports)  # pyiqa, lpips: import_extra
+    for module, files in imports.items():
+        d = DIST_OF.get(module, module).lower()
+        if d in core or module == "triton":  # triton comes with CUDA builds of torch; imported only there
+            continue
+        assert d in optional_dists, f"{module} imported by {sorted(files)} is in no dependency list"

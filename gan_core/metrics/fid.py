@@ -1,4 +1,4 @@
-"""FID with the pytorch-fid protocol (ALGORITHMS.md e.3), and cached real-set statistics.
+"""FID with the pytorch-fid protocol (docs/protocols.md §5), and cached real-set statistics.
 
 Network: Inception-v3 with the TensorFlow FID weights ported to PyTorch
 (``pt_inception-2015-12-05-6726825d.pth``, logical name ``fid_inception``, resolved by

@@ -1,6 +1,6 @@
 """NIQE (Mittal, Soundararajan & Bovik 2013) through pyiqa, with the LIVE pristine model, pinned.
 
-Protocol (ALGORITHMS.md e.2, PIRM-SR practice): the RGB image is quantized to 8 bits, converted to the Y
+Protocol (docs/protocols.md §3, PIRM-SR practice): the RGB image is quantized to 8 bits, converted to the Y
 channel of MATLAB's ``rgb2ycbcr`` (pyiqa ``color_space="ycbcr"``; pyiqa's own default is YIQ), ``crop_border``
 pixels are shaved, and NIQE is computed on 96x96 blocks with the LIVE ``modelparameters.mat`` resolved by
 ``gan_core.weights`` (logical name ``niqe_live``; shipped in ``weights/``). Lower is better. MATLAB's
