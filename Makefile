@@ -1,7 +1,7 @@
 # san-gan developer commands. `make test` is what CI runs (.ci/run).
 #   make install             venv + the product (no metrics extra: NIQE/LPIPS/FID need `pip install -e ".[metrics]"`)
 #   make install TORCH=cpu   the same with CPU-only torch/torchvision from the PyTorch CPU index (no CUDA
-#                            libraries: ~5 GB less); on a fresh venv (`make clean` first if .venv exists)
+#                            libraries: ~4.5 GB less); on a fresh venv (`make clean` first if .venv exists)
 #   make test                venv + ".[test]" (every extra the tests use), ruff, pytest (TORCH=cpu works too)
 #   make demo                the default model on a public-domain photo and a drawn chart (core install only)
 PYTHON ?= python3
