@@ -5,7 +5,7 @@ Prints tables of medians and ratios; asserts nothing.
     python benchmarks/circular_pad.py --batch 16 32 --precision both --compile --repeats 20
 
 One update = hinge loss on a real and a fake batch (two critic calls) + backward + Adam step, of the SR
-critic (ALGORITHMS.md c.2; crop 128) without normalization, so that only the padding differs (the norms'
+critic (docs/algorithms.md §3.2; crop 128) without normalization, so that only the padding differs (the norms'
 costs are benchmarks/norm_overhead.py's). Variants run interleaved (one update of each per round) after
 warm-up rounds:
 

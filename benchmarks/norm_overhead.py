@@ -1,4 +1,4 @@
-"""Cost of one critic update of the SR critic layout (ALGORITHMS.md c.2) per normalization, and the memory
+"""Cost of one critic update of the SR critic layout (docs/algorithms.md §3.2) per normalization, and the memory
 of one ``san_constant`` call on SPADE's first critic conv. Prints tables; asserts nothing.
 
     python benchmarks/norm_overhead.py                      # bf16+channels_last and fp32, batch 16, 128x128

@@ -1,6 +1,6 @@
 """One resolver for every weight file the project needs (pretrained feature nets, released models).
 
-Order (ECOSYSTEM.md 3.6): an explicit path; then the logical name looked up in ``weights/manifest.json``
+Order (docs/datasets.md): an explicit path; then the logical name looked up in ``weights/manifest.json``
 (file, sha256, size, source URL, licence) inside the weights folders (``$SAN_WEIGHTS_DIR`` when set, which
 ``--weights-dir DIR`` of the CLIs sets through :func:`use_weights_dir`, then this repository's
 ``weights/``; never ``./weights`` unless asked, so a folder in the current directory cannot swap a model
@@ -60,6 +60,7 @@ class WeightSpec:
     description: str = ""
     kind: str = ""  # "pretrained" (third-party feature nets) or "model" (released by this project)
     config: str = ""  # released models: JSON config that rebuilds the network
+    optional: str = ""  # not shipped and needed only by some features: what needs it (san-weights check)
 
 
 def weights_dirs() -> list[Path]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from gan_core.atomic import remove_stale_temporaries, write_text
+from gan_core.extras import MissingExtraError
 from gan_core.image_io import (
     ALPHA_FORMATS,
     INPUT_EXTENSIONS,
@@ -235,18 +236,18 @@ def load_metrics(niqe: bool, references: bool, log) -> tuple:
             from gan_core.metrics.niqe import NIQE
 
             niqe_fn = NIQE()
+        except MissingExtraError as e:
+            log(f"note: {e.skipped}")
         except Exception as e:
             log(f"warning: NIQE unavailable ({e}); continuing without it")
     if references:
-        from gan_core.metrics.lpips import LPIPS, lpips_available
+        from gan_core.metrics.lpips import LPIPS, lpips_unavailable_reason
 
-        if lpips_available():
+        why = lpips_unavailable_reason()
+        if why is None:
             lpips_fn = LPIPS()
         else:
-            log(
-                "note: LPIPS skipped: its AlexNet trunk (alexnet-owt-7be5be79.pth) is not in weights/ "
-                "or the torch hub cache (get it with: san-weights fetch alexnet)"
-            )
+            log(f"note: LPIPS skipped: {why}")
     return niqe_fn, lpips_fn
 
 

@@ -353,9 +353,13 @@ def _eval_parser() -> argparse.ArgumentParser:
 def _eval_outputs(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """(results file, plot file or None): checked before any work; ValueError with the reason."""
     from gan_core.atomic import check_output_path
+    from gan_core.extras import has_module
 
     json_path = args.json or args.out / "results.json"
     plot_path = None if args.no_niqe else args.plot or args.out / "perception_distortion.png"
+    if plot_path is not None and not has_module("matplotlib"):
+        print("note: perception-distortion plot skipped: pip install 'san-gan[metrics]'", file=sys.stderr)
+        plot_path = None
     if plot_path is not None and plot_path.suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"--plot must end in {', '.join(PLOT_SUFFIXES)}: {plot_path}")
     if plot_path is not None and plot_path.absolute() == json_path.absolute():

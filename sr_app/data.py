@@ -1,6 +1,6 @@
 """SR data: HR image folders -> aligned (LR, HR) crops; validation sets; MATLAB-compatible bicubic.
 
-Training samples (ALGORITHMS.md c.4): the HR image is cropped to a multiple of the scale, its LR is the
+Training samples (docs/algorithms.md §3.4): the HR image is cropped to a multiple of the scale, its LR is the
 MATLAB ``imresize(hr, 1/scale, 'bicubic')`` of the whole image (quantized to 8 bits, as a saved LR file
 would be), and a sample is an aligned random crop (LR ``lr_patch``, HR ``lr_patch * scale``), flipped
 horizontally with p = 0.5, optionally with de-quantization noise ``(255 x + U[0, 1)) / 256`` on both.
@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from gan_core.image_io import IMAGE_EXTENSIONS, list_images
+from gan_core.matlab_resize import resize_axis
 from gan_core.sampling import TrainSampler
 
 __all__ = [
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 def bicubic_downscale(hr: torch.Tensor, scale: int, uint8_intermediate: bool = True) -> torch.Tensor:
     """MATLAB-compatible ``imresize(hr, 1/scale, 'bicubic')`` (antialiased cubic kernel, a = -0.5).
 
-    The two 1-D passes are pyiqa's PyTorch port of MATLAB's imresize (``pyiqa.matlab_utils.resize``, from
-    Sanghyun Son's bicubic_pytorch): height first, then width, symmetric borders. MATLAB resizing a
+    The two 1-D passes are ``gan_core.matlab_resize`` (MATLAB's algorithm; equal bit for bit to pyiqa's
+    port): height first, then width, symmetric borders. MATLAB resizing a
     uint8 image keeps its intermediate in uint8, so with ``uint8_intermediate`` (default) the result of
     the height pass is rounded to 8 bits; this matches the MATLAB-made Set5 / Set14 LR files on ~98.7% of
     pixels (without it: ~89%). PIL / torch bicubic differ more: they do not antialias the same way.
@@ -56,8 +57,6 @@ def bicubic_downscale(hr: torch.Tensor, scale: int, uint8_intermediate: bool = T
     Returns:
         Float tensor (same rank) of size ceil(H / scale) x ceil(W / scale) in [0, 1] (not quantized).
     """
-    from pyiqa.matlab_utils.resize import resize_1d
-
     if hr.dim() not in (3, 4):
         raise ValueError(f"expected (C, H, W) or (B, C, H, W), got {tuple(hr.shape)}")
     if int(scale) != scale or scale < 1:
@@ -68,10 +67,10 @@ def bicubic_downscale(hr: torch.Tensor, scale: int, uint8_intermediate: bool = T
     x = hr.unsqueeze(0) if squeeze else hr
     B, C, H, W = x.shape
     y = x.float().reshape(B * C, 1, H, W) * 255.0
-    y = resize_1d(y, -2, size=math.ceil(H / scale), scale=1.0 / scale)
+    y = resize_axis(y, -2, size=math.ceil(H / scale), scale=1.0 / scale)
     if uint8_intermediate:
         y = y.round().clamp_(0, 255)
-    y = resize_1d(y, -1, size=math.ceil(W / scale), scale=1.0 / scale)
+    y = resize_axis(y, -1, size=math.ceil(W / scale), scale=1.0 / scale)
     y = (y / 255.0).reshape(B, C, y.shape[-2], y.shape[-1])
     return y[0] if squeeze else y
 

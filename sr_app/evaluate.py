@@ -41,8 +41,8 @@ PROTOCOL = {
 
 
 def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """MATLAB ``imresize(lr, scale, 'bicubic')`` (pyiqa port), (B, C, h, w) in [0, 1] -> clamped result."""
-    from pyiqa.matlab_utils import imresize
+    """MATLAB ``imresize(lr, scale, 'bicubic')`` (``gan_core.matlab_resize``), (B, C, h, w) in [0, 1] -> clamped."""
+    from gan_core.matlab_resize import imresize
 
     return imresize(lr, scale=scale).clamp(0, 1)
 
@@ -61,20 +61,22 @@ def evaluate_datasets(upscaler, folders: list[Path], niqe: bool = True, lpips: b
     images that have the metric. ``save_dir``: SR images as ``<save_dir>/<dataset>/<stem>_x<scale>.png``,
     never replacing a file unless ``overwrite``.
     """
-    from gan_core.metrics.lpips import LPIPS, lpips_available
+    from gan_core.extras import MissingExtraError
+    from gan_core.metrics.lpips import LPIPS, lpips_unavailable_reason
 
     niqe_fn = None
     if niqe:
         from gan_core.metrics.niqe import NIQE
 
-        niqe_fn = NIQE()
+        try:
+            niqe_fn = NIQE()
+        except MissingExtraError as e:
+            log(f"note: {e.skipped}")
     if lpips is None:
-        lpips = lpips_available()
+        why = lpips_unavailable_reason()
+        lpips = why is None
         if not lpips:
-            log(
-                "note: LPIPS skipped (alexnet-owt-7be5be79.pth not in weights/ or the torch hub cache; "
-                "get it with: san-weights fetch alexnet)"
-            )
+            log(f"note: LPIPS skipped: {why}")
     lpips_fn = LPIPS() if lpips else None
     s = upscaler.scale
     out = {"protocol": PROTOCOL, "model": upscaler.name, "model_file": getattr(upscaler, "source", ""),

@@ -1,4 +1,4 @@
-"""SAN-SRGAN networks: the SRGAN-style generator (ALGORITHMS.md c.1) and the 10-conv + 2-FC critic (c.2).
+"""SAN-SRGAN networks: the SRGAN-style generator (docs/algorithms.md §3.1) and the 10-conv + 2-FC critic (§3.2).
 
 Generator: LR image (B, 3, h, w) in [0, 1] -> SR image (B, 3, 4h, 4w), nominally in [0, 1] (not clamped
 during training). 1,521,667 parameters in the default configuration.
@@ -107,7 +107,7 @@ class SRCritic(nn.Module):
         **norm_options: passed to ``apply_critic_norm`` (e.g. ``ratio``, ``gain``, ``scale``).
 
     Crop: one offset per call shared by the batch, drawn uniformly over all valid positions in training
-    mode (inclusive range, ALGORITHMS.md f.15); the centre crop in eval mode.
+    mode (inclusive range, docs/algorithms.md §5.15); the centre crop in eval mode.
     """
 
     def __init__(

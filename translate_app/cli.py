@@ -240,6 +240,7 @@ def eval_main(argv: list[str] | None = None) -> int:
 def _evaluate(args: argparse.Namespace, started: float) -> int:
     from gan_core.atomic import check_output_path, remove_stale_temporaries, write_text
     from gan_core.distributed import pick_device
+    from gan_core.extras import MissingExtraError
     from gan_core.metrics.fid import PROTOCOL, FIDInception, FIDStats, fid_from_stats, load_stats, save_stats
     from gan_core.weights import WeightsError
 
@@ -269,7 +270,7 @@ def _evaluate(args: argparse.Namespace, started: float) -> int:
             return generation
     try:
         net = FIDInception(args.fid_weights)
-    except WeightsError as e:
+    except (WeightsError, MissingExtraError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     errors: list[str] = []

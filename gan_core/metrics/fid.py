@@ -1,4 +1,4 @@
-"""FID with the pytorch-fid protocol (ALGORITHMS.md e.3), and cached real-set statistics.
+"""FID with the pytorch-fid protocol (docs/protocols.md §5), and cached real-set statistics.
 
 Network: Inception-v3 with the TensorFlow FID weights ported to PyTorch
 (``pt_inception-2015-12-05-6726825d.pth``, logical name ``fid_inception``, resolved by
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import safe_torch_load
+from ..extras import import_extra
 from ..weights import resolve_weights
 
 __all__ = ["PROTOCOL", "FIDInception", "FIDStats", "fid_from_stats", "frechet_distance", "load_stats", "save_stats"]
@@ -45,8 +46,10 @@ class FIDInception(nn.Module):
     def __init__(self, weights: str | Path = "fid_inception") -> None:
         super().__init__()
         import torchvision
-        from pyiqa.archs.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 
+        inception = import_extra("pyiqa.archs.inception", "FID")  # pytorch-fid's blocks, as pyiqa ships them
+        FIDInceptionA, FIDInceptionC = inception.FIDInceptionA, inception.FIDInceptionC
+        FIDInceptionE_1, FIDInceptionE_2 = inception.FIDInceptionE_1, inception.FIDInceptionE_2
         net = torchvision.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False)
         net.Mixed_5b = FIDInceptionA(192, pool_features=32)
         net.Mixed_5c = FIDInceptionA(256, pool_features=64)

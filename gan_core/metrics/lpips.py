@@ -14,27 +14,34 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import safe_torch_load
+from ..extras import has_module, import_extra
 from ..weights import WeightsError, resolve_weights
 from .psnr_ssim import _batch
 
-__all__ = ["LPIPS", "lpips_available"]
+__all__ = ["LPIPS", "lpips_available", "lpips_unavailable_reason"]
+
+
+def lpips_unavailable_reason() -> str | None:
+    """Why LPIPS cannot run here (one phrase: the package or the AlexNet trunk is missing), or None."""
+    if not has_module("lpips"):
+        return "pip install 'san-gan[metrics]'"
+    try:
+        resolve_weights("alexnet", download=False)
+    except WeightsError:
+        return "its AlexNet trunk (alexnet-owt-7be5be79.pth) is not in weights/ or the torch hub cache (get it with: san-weights fetch alexnet)"
+    return None
 
 
 def lpips_available() -> bool:
-    """True when the AlexNet trunk is present locally (no download attempted)."""
-    try:
-        resolve_weights("alexnet", download=False)
-        return True
-    except WeightsError:
-        return False
+    """True when the lpips package and the AlexNet trunk are present locally (no download attempted)."""
+    return lpips_unavailable_reason() is None
 
 
 class LPIPS:
     """Callable LPIPS distance; the network is built once."""
 
     def __init__(self, trunk: str | Path = "alexnet", device: str | torch.device = "cpu") -> None:
-        import lpips
-
+        lpips = import_extra("lpips", "LPIPS")
         path = resolve_weights(trunk)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's deprecated `pretrained=` inside lpips

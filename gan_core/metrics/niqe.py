@@ -1,6 +1,6 @@
 """NIQE (Mittal, Soundararajan & Bovik 2013) through pyiqa, with the LIVE pristine model, pinned.
 
-Protocol (ALGORITHMS.md e.2, PIRM-SR practice): the RGB image is quantized to 8 bits, converted to the Y
+Protocol (docs/protocols.md §3, PIRM-SR practice): the RGB image is quantized to 8 bits, converted to the Y
 channel of MATLAB's ``rgb2ycbcr`` (pyiqa ``color_space="ycbcr"``; pyiqa's own default is YIQ), ``crop_border``
 pixels are shaved, and NIQE is computed on 96x96 blocks with the LIVE ``modelparameters.mat`` resolved by
 ``gan_core.weights`` (logical name ``niqe_live``; shipped in ``weights/``). Lower is better. MATLAB's
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..extras import import_extra
 from ..weights import resolve_weights
 from .psnr_ssim import _batch, quantize
 
@@ -23,10 +24,10 @@ class NIQE:
     """Callable NIQE metric; the parameter file is read once."""
 
     def __init__(self, params: str = "niqe_live") -> None:
-        from pyiqa.archs.niqe_arch import NIQE as _PyiqaNIQE
-
+        """Raises :class:`~gan_core.extras.MissingExtraError` without pyiqa (the ``metrics`` extra)."""
+        niqe_arch = import_extra("pyiqa.archs.niqe_arch", "NIQE")
         path = resolve_weights(params)
-        self._net = _PyiqaNIQE(color_space="ycbcr", crop_border=0, pretrained_model_path=str(path))
+        self._net = niqe_arch.NIQE(color_space="ycbcr", crop_border=0, pretrained_model_path=str(path))
 
     @torch.no_grad()
     def __call__(self, img: torch.Tensor, crop_border: int = 0) -> torch.Tensor:

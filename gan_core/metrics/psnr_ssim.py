@@ -1,4 +1,4 @@
-"""PSNR and SSIM with the SR benchmark protocol (MATLAB / BasicSR tradition, ALGORITHMS.md e.1).
+"""PSNR and SSIM with the SR benchmark protocol (MATLAB / BasicSR tradition, docs/protocols.md §1).
 
 1. Inputs are quantized to 8 bits first (clamp to [0, 1], x255, round): the numbers describe the images
    a user would save.

@@ -88,7 +88,7 @@ def test_cwd_weights_folder_counts_only_when_named(tmp_path, monkeypatch, capsys
     assert wdir.resolve() not in [d.resolve() for d in W.weights_dirs()]
     with pytest.raises(W.WeightsError, match="unknown weights name 'thing'"):
         W.resolve_weights("thing")
-    assert weights_main(["check", "--weights-dir", "weights"]) == 1  # the repository's big files are absent here
+    assert weights_main(["check", "--weights-dir", "weights"]) == 0  # only optional files are absent here
     out = capsys.readouterr().out
     assert f"weights folders: {wdir}, " in out
     assert any(

@@ -215,8 +215,9 @@ def test_demo_runs_offline(tmp_path, tiny_model, capsys):
     img = render_test_image(96)
     assert img.shape == (96, 96, 3) and img.dtype == np.uint8 and img.std() > 20
     assert main(["--out", str(tmp_path / "demo"), "--model", str(tiny_model), "--size", "96"]) == 0
-    names = {p.name for p in (tmp_path / "demo").iterdir()}
-    assert {"reference_hr.png", "input_lr.png", "bicubic_x4.png", "side_by_side.png"} <= names
+    for image in ("photo", "chart"):  # the bundled public-domain photo and the drawn chart
+        names = {p.name for p in (tmp_path / "demo" / image).iterdir()}
+        assert {"reference_hr.png", "input_lr.png", "bicubic_x4.png", "side_by_side.png"} <= names
     out = capsys.readouterr().out
     assert "bicubic" in out and "model" in out and "NIQE" in out
 

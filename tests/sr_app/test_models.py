@@ -1,4 +1,4 @@
-"""SR networks: parameter counts of ALGORITHMS.md c.1 / c.2, shapes, critic crop and norms."""
+"""SR networks: parameter counts of docs/algorithms.md §3.1 / §3.2, shapes, critic crop and norms."""
 
 from __future__ import annotations
 

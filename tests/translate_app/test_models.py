@@ -1,4 +1,4 @@
-"""SPADE networks: parameter counts of ALGORITHMS.md d.2 / d.3, shapes, critic normalizations."""
+"""SPADE networks: parameter counts of docs/algorithms.md §4.2 / §4.3, shapes, critic normalizations."""
 
 from __future__ import annotations
 
