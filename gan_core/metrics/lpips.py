@@ -28,7 +28,10 @@ def lpips_unavailable_reason() -> str | None:
     try:
         resolve_weights("alexnet", download=False)
     except WeightsError:
-        return "its AlexNet trunk (alexnet-owt-7be5be79.pth) is not in weights/ or the torch hub cache (get it with: san-weights fetch alexnet)"
+        return (
+            "its AlexNet trunk (alexnet-owt-7be5be79.pth) is not in weights/ or the torch hub cache "
+            "(get it with: san-weights fetch alexnet)"
+        )
     return None
 
 
