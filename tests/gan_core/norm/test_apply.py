@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,8 +207,14 @@ def test_circular_pad_matches_torch(pad, channels_last):
     torch.testing.assert_close(circular_pad2d(x, pad), F.pad(x, p4, mode="circular"), rtol=0, atol=0)
     assert circular_pad2d(x, pad).is_contiguous(memory_format=torch.channels_last) == channels_last
     assert torch.autograd.gradcheck(lambda t: circular_pad2d(t, pad), (x.requires_grad_(),))
-    with pytest.raises(ValueError, match="larger than"):
-        circular_pad2d(x, 7)
+    # pads wider than the grid wrap several times (F.pad refuses them): numpy's "wrap" padding as the oracle
+    for wide in [7, (0, 13, 6, 1)]:
+        w4 = (wide,) * 4 if isinstance(wide, int) else wide
+        expected = np.pad(x.detach().numpy(), ((0, 0), (0, 0), (w4[2], w4[3]), (w4[0], w4[1])), mode="wrap")
+        assert np.array_equal(circular_pad2d(x, wide).detach().numpy(), expected)
+        assert torch.autograd.gradcheck(lambda t, p=wide: circular_pad2d(t, p), (x,), fast_mode=True)
+    with pytest.raises(ValueError, match="empty 0x6 grid"):
+        circular_pad2d(torch.zeros(1, 1, 0, 6), 1)
 
 
 def test_error_paths():
