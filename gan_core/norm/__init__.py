@@ -15,11 +15,16 @@ Options are validated once, by ``SANOptions`` / ``SNOptions`` / ``BSSNOptions`` 
 (:mod:`gan_core.norm.options`). SAN's two algorithms (certified on CPU, dense on accelerators) are described
 in ``sparsity_aware``, the dense refresh in ``san_dense`` (Triton kernels: ``san_triton``; device draws:
 ``san_draws``). See ../shared/docs/ALGORITHMS.md (a), (b) for the maths and the choices made.
+
+Errors raised while converting, in a normalization's hook or in a refresh are ``CriticNormError``s naming the
+layer; ``CriticNormWarning`` is the category of the warnings (skipped layer types, replaced padding modes, a
+constant kept on another grid in eval mode).
 """
 
 from .apply import apply_critic_norm, norm_constants, refresh_norm_constants
 from .bidirectional import BidirectionalSpectralNorm
 from .exact import conv_spectral_norm
+from .layer_errors import CriticNormError, CriticNormWarning
 from .options import (
     NORM_KINDS,
     BSSNOptions,
@@ -39,6 +44,8 @@ __all__ = [
     "NORM_KINDS",
     "BSSNOptions",
     "BidirectionalSpectralNorm",
+    "CriticNormError",
+    "CriticNormWarning",
     "NoNormOptions",
     "NormOptionError",
     "NormOptions",

@@ -12,6 +12,8 @@ from torch import nn
 
 from gan_core.norm import (
     BidirectionalSpectralNorm,
+    CriticNormError,
+    CriticNormWarning,
     SparsityAwareNorm,
     SpectralNorm,
     apply_critic_norm,
@@ -109,7 +111,8 @@ def test_first_use_in_eval_and_stored_constant():
     assert float(san.s) == pytest.approx(float(expected), rel=1e-6)
     with torch.no_grad():
         raw(conv).mul_(3.0)
-    conv(torch.randn(1, 2, 10, 10))  # eval mode: stored constant, even on another grid
+    with pytest.warns(CriticNormWarning, match="got a 10x10 input; it keeps the constant of its 8x12 training grid"):
+        conv(torch.randn(1, 2, 10, 10))  # eval mode: stored constant, even on another grid
     assert float(san.s) == pytest.approx(float(expected), rel=1e-6)
     conv.train()(torch.randn(1, 2, 10, 10))  # training mode on a new grid: recomputed for that grid
     assert float(san.s) == pytest.approx(float(san_constant(raw(conv), (10, 10))), rel=1e-6)
@@ -239,5 +242,6 @@ def test_error_paths():
     D = apply_critic_norm(small_critic(), "sn")
     with pytest.raises(ValueError, match="already has a weight normalization"):
         apply_critic_norm(D, "san")
-    with pytest.raises(ValueError, match="smaller than"):
+    small_grid = r"layer '<root>' \(Conv2d 1->1, 5x5\) gets a 3x8 input; .* needs at least 5x5"
+    with pytest.raises(CriticNormError, match=small_grid):
         apply_critic_norm(nn.Conv2d(1, 1, 5), "san")(torch.randn(1, 1, 3, 8))
