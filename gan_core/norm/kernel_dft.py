@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "check_conv_weight",
     "check_input_grid",
+    "check_kernel_fits",
     "chunk_rows",
     "dft_basis",
     "exact_matmul_dtype",
@@ -53,14 +54,35 @@ def check_conv_weight(weight: torch.Tensor) -> None:
 
 
 def check_input_grid(weight: torch.Tensor, input_size, dilation=(1, 1)) -> tuple[int, int]:
-    """The (H, W) input grid as ints; ValueError when it is smaller than the dilated kernel of ``weight``."""
+    """The (H, W) input grid as ints; ValueError unless both are >= 1.
+
+    The grid may be smaller than the (dilated) kernel of ``weight`` (a 3x3 conv on the 2x2 grid at the
+    bottom of a deep critic): a circular-padded conv then computes the cyclic convolution with the kernel
+    wrapped around the grid (taps folded modulo H, W), whose DFT is the kernel's DFT with phases reduced
+    modulo the grid, which is what :func:`dft_basis` computes. Lemma 1 and the strided values hold
+    unchanged (checked against the layer's operator in ``tests/gan_core/norm/test_layer_errors.py``).
+    ``weight`` and ``dilation`` are accepted for the callers' convenience and not constrained.
+    """
     H, W = pair(input_size)
+    if H < 1 or W < 1:
+        raise ValueError(f"input size {H}x{W} is empty; the SAN constant is defined on the layer's input grid")
+    return H, W
+
+
+def check_kernel_fits(weight: torch.Tensor, input_size, dilation=(1, 1)) -> tuple[int, int]:
+    """The (H, W) grid as ints; ValueError when it is smaller than the dilated kernel of ``weight``.
+
+    Only the official port's quantity (``legacy_fft_norm``) needs this: it zero-pads the kernel to the
+    grid with ``F.pad``, which cannot pad to a smaller size.
+    """
+    H, W = check_input_grid(weight, input_size)
     kh = (weight.shape[2] - 1) * dilation[0] + 1
     kw = (weight.shape[3] - 1) * dilation[1] + 1
     if H < kh or W < kw:
         raise ValueError(
-            f"input size {H}x{W} is smaller than the (dilated) {kh}x{kw} kernel; "
-            "the SAN constant is defined on the layer's input grid"
+            f"input size {H}x{W} is smaller than the (dilated) {kh}x{kw} kernel; legacy_fft_norm (the official "
+            "port's quantity) zero-pads the kernel to the grid and cannot wrap it: use legacy_fft_norm=False "
+            "(the exact constant, defined on any grid) or larger inputs"
         )
     return H, W
 

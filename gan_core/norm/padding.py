@@ -12,6 +12,7 @@ ms with the ``slices`` function below, 9.0 ms with zero padding (issue 9). :func
 | inside ``torch.compile``       | ``concat``: two ``torch.cat`` of slices        | fused by Inductor   |
 | CUDA tensor, eager             | ``triton``: :mod:`.circular_pad_triton`        | 1 / 1               |
 | anything else (CPU), eager     | ``slices``: the autograd function below        | 5 / <= 9 copies     |
+| a pad wider than its dimension | ``index``: two ``index_select`` (any backend)  | 2 / 2 index_add     |
 
 ``slices`` writes the padded tensor once with strip copies, keeps the input's memory format and folds the
 gradient back with strip additions: the fastest on this project's 2-core CPU (one pad of a (4, 64, 128, 128)
@@ -22,7 +23,9 @@ the same in one kernel each way (a gather backward, no atomics: deterministic).
 whose backward is slices and adds). All three give ``F.pad(x, pad, mode="circular")``'s values bit for bit
 (a copy); their gradients are the same sums of at most 9 terms, equal to PyTorch's whenever those sums are
 exact (tests use integer-valued gradients and float64 ``gradcheck``). ``circular_pad_backend(name)`` forces
-one implementation (benchmarks, tests).
+one of them (benchmarks, tests). ``index`` serves only the pads that wrap around the grid more than once,
+which ``F.pad`` refuses: a 5x5 conv with padding 2 on the 1x1 grid at the end of a deep critic (MobileNet at
+32x32) still computes the cyclic convolution (its kernel folded onto the grid), as SAN's constant assumes.
 
 ``set_conv_padding(conv, "circular")`` turns an ``nn.Conv2d`` (or subclass) into a circular one in place:
 ``conv.padding_mode`` becomes ``"circular"`` (so introspection and ``repr`` tell the truth) and its class
@@ -101,6 +104,15 @@ class _CircularPad2d(torch.autograd.Function):
         return gx, None
 
 
+def _pad_by_indexing(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """Circular padding of any width (wrapping several times): padded index j reads (j - pad) mod size."""
+    left, right, top, bottom = pad
+    H, W = x.shape[-2:]
+    rows = torch.arange(-top, H + bottom, device=x.device) % H
+    cols = torch.arange(-left, W + right, device=x.device) % W
+    return x.index_select(2, rows).index_select(3, cols)
+
+
 def _pad_by_concatenation(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     """Circular padding by two concatenations of slices: traceable, fused by Inductor in compiled code."""
     left, right, top, bottom = pad
@@ -153,8 +165,9 @@ def circular_pad2d(x: torch.Tensor, pad: int | tuple[int, int, int, int]) -> tor
 
     Args:
         x: (B, C, H, W) tensor, any dtype, contiguous or channels_last (the layout is kept).
-        pad: ``p`` for all sides, or ``(left, right, top, bottom)`` as in ``F.pad``. Each side must be
-            at most the size of the dimension it wraps.
+        pad: ``p`` for all sides, or ``(left, right, top, bottom)`` as in ``F.pad``. A side wider than
+            the dimension it wraps wraps several times (``F.pad`` refuses that; the values are those of
+            ``numpy.pad(mode="wrap")``).
 
     Returns:
         (B, C, H + top + bottom, W + left + right) tensor, by the implementation the module docstring
@@ -168,10 +181,12 @@ def circular_pad2d(x: torch.Tensor, pad: int | tuple[int, int, int, int]) -> tor
     if x.dim() != 4:
         raise ValueError(f"circular_pad2d expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     H, W = x.shape[-2:]
-    if max(pad[0], pad[1]) > W or max(pad[2], pad[3]) > H:
-        raise ValueError(f"circular padding {pad} is larger than the input's {H}x{W} grid")
     if not any(pad):
         return x
+    if H < 1 or W < 1:
+        raise ValueError(f"circular padding {pad} of an empty {H}x{W} grid")
+    if max(pad[0], pad[1]) > W or max(pad[2], pad[3]) > H:
+        return _pad_by_indexing(x, pad)
     impl = _implementation(x)
     if impl == "concat":
         return _pad_by_concatenation(x, pad)

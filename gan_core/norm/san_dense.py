@@ -175,9 +175,10 @@ def dense_basis(
     """(kh*kw, 2, A, F) float32 basis of ``weight``'s layer on its grid, on the weight's device (cached).
 
     A > 1 (the aliased planes) only for ``strided="exact"`` with a stride dividing the grid. Raises
-    ValueError for a grid smaller than the dilated kernel. Built on the host and copied to the device on
-    first use of a (kernel, grid) pair: warm a refresh up once before capturing or compiling it (a SAN
-    layer keeps its basis, which compiled code then reads as a tensor instead of tracing its construction).
+    ValueError for an empty grid (a grid smaller than the kernel is fine: the kernel wraps). Built on the
+    host and copied to the device on first use of a (kernel, grid) pair: warm a refresh up once before
+    capturing or compiling it (a SAN layer keeps its basis, which compiled code then reads as a tensor
+    instead of tracing its construction).
     """
     check_conv_weight(weight)
     dh, dw = pair(dilation)

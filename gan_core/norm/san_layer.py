@@ -3,7 +3,11 @@
 ``s = g * ||W||_{0,inf} + eps`` (optionally an EMA of it) is a buffer, refreshed explicitly once per
 critic step by ``refresh_norm_constants`` (ALGORITHMS.md a.4, "explicit refresh") and treated as a
 constant by autograd, so the gradient reaching the raw weight is the normal gradient divided by s.
-The layer records its input size with a forward pre-hook: the constant is defined on that grid.
+The layer records its input size with a forward pre-hook: the constant is defined on that grid (a grid
+smaller than the kernel is fine: the kernel wraps around it, as the circular conv does). In training mode a
+new grid recomputes the constant; in eval mode the layer keeps the constant of the grid it was computed on
+and says so once (a ``CriticNormWarning`` naming the layer and both sizes). Errors raised by the hook or a
+refresh are ``CriticNormError``s naming the layer (``layer_name``, set by ``apply_critic_norm``).
 
 State (all in ``state_dict``, under ``parametrizations.weight.0.``): ``s``, ``initialized``,
 ``input_size``, ``seed`` and ``draws`` (the subset drawn at a refresh is a function of (seed, draws):
@@ -37,6 +41,7 @@ from torch import nn
 
 from .certified import certified_max
 from .kernel_dft import check_input_grid, chunk_rows, pair, uses_exact_strided
+from .layer_errors import CriticNormError, CriticNormWarning, describe_layer, layer_label, named_errors
 from .options import SANOptions, resolve_san_algorithm
 from .san_dense import dense_basis, dense_refresh_, draw_block
 from .san_draws import block_shape
@@ -109,6 +114,8 @@ class SparsityAwareNorm(nn.Module):
         self.ratio = options.ratio
         self.stride = pair(conv.stride)
         self.dilation = pair(conv.dilation)
+        self.padding = tuple(int(p) for p in conv._reversed_padding_repeated_twice)  # (left, right, top, bottom)
+        self.layer_name, self.layer_desc = "<unnamed>", describe_layer(conv)  # apply_critic_norm sets the name
         self.kernel_size = (kh, kw)
         self.update_every = options.update_every
         self.momentum = options.momentum
@@ -143,6 +150,7 @@ class SparsityAwareNorm(nn.Module):
         self._refreshes = 0
         self._cache = _PeakCache()
         self._warned_stride = False
+        self._warned_grid = False
 
     def extra_repr(self) -> str:
         return (
@@ -159,11 +167,43 @@ class SparsityAwareNorm(nn.Module):
     # -- constant maintenance ------------------------------------------------------------------------
     def observe_input(self, module: nn.Module, args) -> None:
         """Forward pre-hook: record the input grid; compute s on first use, or when the grid changes
-        in training mode (eval mode keeps the stored constant)."""
+        in training mode (eval mode keeps the stored constant, with a warning the first time)."""
         size = tuple(args[0].shape[-2:])
+        if size != self._size:
+            self._check_grid(size)
         if not self._initialized or (module.training and size != self._size):
-            self._set_size(size)
-            self._compute(module.parametrizations.weight.original)
+            with named_errors(self.layer_name, self.layer_desc, f"the SAN constant on the {size[0]}x{size[1]} grid"):
+                self._set_size(size)
+                self._compute(module.parametrizations.weight.original)
+        elif size != self._size and not self._warned_grid:
+            self._warned_grid = True
+            H, W = self._size
+            warnings.warn(
+                f"SAN {self.label()} in eval mode got a {size[0]}x{size[1]} input; it keeps the constant of "
+                f"its {H}x{W} training grid (the constant is defined on the grid it was computed on; a forward "
+                "in training mode on the new grid recomputes it). Warned once per layer.",
+                CriticNormWarning,
+                stacklevel=2,
+            )
+
+    def label(self) -> str:
+        """``"layer 'name' (description)"`` of the conv this parametrization normalizes, for messages."""
+        return layer_label(self.layer_name, self.layer_desc)
+
+    def _check_grid(self, size: tuple[int, int]) -> None:
+        """CriticNormError naming the layer when its conv has no output on an H x W input."""
+        left, right, top, bottom = self.padding
+        kh = (self.kernel_size[0] - 1) * self.dilation[0] + 1
+        kw = (self.kernel_size[1] - 1) * self.dilation[1] + 1
+        need = (max(kh - top - bottom, 1), max(kw - left - right, 1))
+        H, W = size
+        if H < need[0] or W < need[1]:
+            raise CriticNormError(
+                self.layer_name,
+                f"critic {self.label()} gets a {H}x{W} input; its conv needs at least {need[0]}x{need[1]} "
+                f"(the grid padded by (left, right, top, bottom) = {self.padding} must hold the (dilated) "
+                f"{kh}x{kw} kernel). Feed larger inputs or give this layer more padding.",
+            )
 
     def refresh(self, weight: torch.Tensor) -> bool:
         """One critic step: recompute s if this is an ``update_every``-th step. Returns True if it did."""
@@ -172,8 +212,23 @@ class SparsityAwareNorm(nn.Module):
         self.refreshes.fill_(self._refreshes)
         if not due or self._size is None:  # grid unknown until the first forward, which computes s
             return False
-        self._compute(weight)
+        H, W = self._size
+        with named_errors(self.layer_name, self.layer_desc, f"the SAN refresh on the {H}x{W} grid"):
+            self._compute(weight)
         return True
+
+    def reset(self) -> None:
+        """Back to the state of a fresh conversion: no grid, no constant, no draws or refreshes counted
+        (the next forward computes s from the weights it then has). ``load_plain_state_dict`` calls it."""
+        self.s.fill_(1.0)
+        self.initialized.fill_(False)
+        self.input_size.zero_()
+        self.draws.zero_()
+        self.refreshes.zero_()
+        self._initialized, self._size, self._refreshes = False, None, 0
+        self._cache = _PeakCache()
+        self._basis = self._basis_key = None
+        self._warned_grid = False
 
     def _set_size(self, size: tuple[int, int]) -> None:
         self._size = (int(size[0]), int(size[1]))
@@ -197,8 +252,9 @@ class SparsityAwareNorm(nn.Module):
         exact = uses_exact_strided((H, W), self.stride, self.strided)
         if self.strided == "exact" and self.stride != (1, 1) and not exact and not self._warned_stride:
             warnings.warn(
-                f"SAN strided='exact' needs the {H}x{W} grid divisible by the stride {self.stride}; "
-                "using the stride-1 bound for this layer",
+                f"SAN {self.label()}: strided='exact' needs the {H}x{W} grid divisible by the stride "
+                f"{self.stride}; using the stride-1 bound for this layer",
+                CriticNormWarning,
                 stacklevel=4,
             )
             self._warned_stride = True
@@ -237,7 +293,9 @@ class SparsityAwareNorm(nn.Module):
         first, which builds the DFT basis and compiles the Triton kernels).
         """
         if self._size is None:
-            raise RuntimeError("SAN layer has no input grid yet: run one forward pass first")
+            raise CriticNormError(
+                self.layer_name, f"SAN {self.label()} has no input grid yet: run one forward pass first"
+            )
         self._compute(weight)
 
     def dense_basis(self, weight: torch.Tensor) -> torch.Tensor:

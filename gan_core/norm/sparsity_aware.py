@@ -6,8 +6,10 @@ kernels ``w_ij`` (out channel i, in channel j) and cyclic padding on an H x W gr
     ||W||_{0,inf} = max_{i,j} max_{u,v} |DFT_{H,W}(w_ij)[u, v]|
 
 the complex modulus of the 2-D DFT of each kernel zero-padded to the layer's *input* size, maximised
-over all kernels and frequencies. The normalized weight is ``W / (g * ||W||_{0,inf})`` (g: eq. 9 gain
-when only a fraction r of the kernels is sampled). See ../shared/docs/ALGORITHMS.md (a) for the
+over all kernels and frequencies (a kernel larger than the grid, e.g. a 3x3 conv on the 2x2 grid deep in
+a critic, is wrapped around it, as the circular-padded conv itself does: ``kernel_dft.check_input_grid``).
+The normalized weight is ``W / (g * ||W||_{0,inf})`` (g: eq. 9 gain when only a fraction r of the kernels
+is sampled). See ../shared/docs/ALGORITHMS.md (a) for the
 derivation, the strided variant and the bug of the official torch.fft port (a.6), which
 ``legacy_fft_norm=True`` reproduces for A/B comparisons only.
 
@@ -57,6 +59,7 @@ from .kernel_dft import (
     DEFAULT_CHUNK_BYTES,
     check_conv_weight,
     check_input_grid,
+    check_kernel_fits,
     chunk_rows,
     dft_basis,
     exact_matmul_dtype,
@@ -253,7 +256,7 @@ def legacy_san_constant(
         0-dim float32 tensor.
     """
     check_conv_weight(weight)
-    H, W = check_input_grid(weight, input_size)
+    H, W = check_kernel_fits(weight, input_size)
     m, n, kh, kw = weight.shape
     rows = max(1, int(chunk_bytes) // max(1, n * (kh + W - kw) * (kw + H - kh) * 8))
     best = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,8 @@ from torch import nn
 
 from gan_core.norm import (
     BidirectionalSpectralNorm,
+    CriticNormError,
+    CriticNormWarning,
     SparsityAwareNorm,
     SpectralNorm,
     apply_critic_norm,
@@ -108,7 +111,8 @@ def test_first_use_in_eval_and_stored_constant():
     assert float(san.s) == pytest.approx(float(expected), rel=1e-6)
     with torch.no_grad():
         raw(conv).mul_(3.0)
-    conv(torch.randn(1, 2, 10, 10))  # eval mode: stored constant, even on another grid
+    with pytest.warns(CriticNormWarning, match="got a 10x10 input; it keeps the constant of its 8x12 training grid"):
+        conv(torch.randn(1, 2, 10, 10))  # eval mode: stored constant, even on another grid
     assert float(san.s) == pytest.approx(float(expected), rel=1e-6)
     conv.train()(torch.randn(1, 2, 10, 10))  # training mode on a new grid: recomputed for that grid
     assert float(san.s) == pytest.approx(float(san_constant(raw(conv), (10, 10))), rel=1e-6)
@@ -206,8 +210,14 @@ def test_circular_pad_matches_torch(pad, channels_last):
     torch.testing.assert_close(circular_pad2d(x, pad), F.pad(x, p4, mode="circular"), rtol=0, atol=0)
     assert circular_pad2d(x, pad).is_contiguous(memory_format=torch.channels_last) == channels_last
     assert torch.autograd.gradcheck(lambda t: circular_pad2d(t, pad), (x.requires_grad_(),))
-    with pytest.raises(ValueError, match="larger than"):
-        circular_pad2d(x, 7)
+    # pads wider than the grid wrap several times (F.pad refuses them): numpy's "wrap" padding as the oracle
+    for wide in [7, (0, 13, 6, 1)]:
+        w4 = (wide,) * 4 if isinstance(wide, int) else wide
+        expected = np.pad(x.detach().numpy(), ((0, 0), (0, 0), (w4[2], w4[3]), (w4[0], w4[1])), mode="wrap")
+        assert np.array_equal(circular_pad2d(x, wide).detach().numpy(), expected)
+        assert torch.autograd.gradcheck(lambda t, p=wide: circular_pad2d(t, p), (x,), fast_mode=True)
+    with pytest.raises(ValueError, match="empty 0x6 grid"):
+        circular_pad2d(torch.zeros(1, 1, 0, 6), 1)
 
 
 def test_error_paths():
@@ -232,5 +242,6 @@ def test_error_paths():
     D = apply_critic_norm(small_critic(), "sn")
     with pytest.raises(ValueError, match="already has a weight normalization"):
         apply_critic_norm(D, "san")
-    with pytest.raises(ValueError, match="smaller than"):
+    small_grid = r"layer '<root>' \(Conv2d 1->1, 5x5\) gets a 3x8 input; .* needs at least 5x5"
+    with pytest.raises(CriticNormError, match=small_grid):
         apply_critic_norm(nn.Conv2d(1, 1, 5), "san")(torch.randn(1, 1, 3, 8))
