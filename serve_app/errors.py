@@ -83,8 +83,9 @@ def install_handlers(app: FastAPI, on_error=None) -> None:
             message = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path} (see /docs)"
-        elif exc.status_code == 400 and "parsing the body" in message:
-            code, message = "bad_multipart", "the request body is not valid multipart/form-data"
+        elif exc.status_code == 400 and request.method == "POST":  # Starlette's / FastAPI's form parser
+            why = "" if "parsing the body" in message else f" ({message.rstrip('.')})"
+            code, message = "bad_multipart", f"the request body is not valid multipart/form-data{why}"
         count(code)
         return JSONResponse(error_body(code, message), exc.status_code, headers=getattr(exc, "headers", None))
 
