@@ -200,7 +200,7 @@ def test_metrics_endpoint_counts_requests_errors_and_queue(make_client):
     buckets = [
         int(v)
         for v in re.findall(r'san_serve_request_duration_seconds_bucket\{route="/v1/upscale",le="[^"]+"\} (\d+)', text)
-    ]  # noqa: E501
+    ]
     assert buckets == sorted(buckets) and buckets[-1] == 2  # cumulative, +Inf holds both
     assert re.search(r"^process_resident_memory_bytes [1-9]\d+$", text, re.M)
 

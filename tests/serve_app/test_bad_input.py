@@ -42,13 +42,14 @@ def _image(data: bytes, name: str = "x.png") -> dict:
     return {"files": {"image": (name, data, "application/octet-stream")}}
 
 
+# fmt: off
 CASES = {
     "empty": (_image(b""), 400, "empty_file", "empty file"),
     "non-image": (_image(b"just some text, not pixels\n" * 20, "notes.txt"), 415, "not_an_image", "not an image"),
     "corrupt": (_image(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4), 415, "not_an_image", "x.png"),
     "truncated": (_image(png_bytes(smooth_image(64, 64, 2))[:700]), 422, "corrupt_image", "truncated"),
     "too many pixels": (_image(png_bytes(np.zeros((300, 400, 3), np.uint8))), 413, "too_many_pixels",
-                        "400x300 = 0.1 MP exceeds the limit"),  # fmt: skip
+                        "400x300 = 0.1 MP exceeds the limit"),
     "decompression bomb": (_image(bomb_png(50_000, 50_000)), 413, "too_many_pixels", "decompression bomb"),
     "animated": (_image(animated_gif(), "a.gif"), 422, "animated_image", "animated GIF with 3 frames"),
     "output too large": ({**_image(GOOD), "data": {"outscale": "300"}}, 413, "output_too_large", "the output would"),
@@ -56,7 +57,7 @@ CASES = {
     "missing image": ({"files": {"picture": ("x.png", GOOD)}}, 422, "invalid_parameter", "image: required field"),
     "image as text": ({"data": {"image": "abc"}, "files": {"other": ("x", b"1")}}, 422, "invalid_parameter", "image"),
     "two images": ({"files": [("image", ("a.png", GOOD)), ("image", ("b.png", GOOD))]}, 422, "invalid_parameter",
-                   "give one file"),  # fmt: skip
+                   "give one file"),
     "bad outscale": ({**_image(GOOD), "data": {"outscale": "nan"}}, 422, "invalid_parameter", "outscale"),
     "negative outscale": ({**_image(GOOD), "data": {"outscale": "-2"}}, 422, "invalid_parameter", "outscale"),
     "bad tile": ({**_image(GOOD), "data": {"tile": "7"}}, 422, "invalid_parameter", "tile: must be auto"),
@@ -65,14 +66,16 @@ CASES = {
     "json body": ({"json": {"image": "aGVsbG8="}}, 415, "unsupported_media_type", "multipart/form-data"),
     "no content type": ({"content": b"raw bytes"}, 415, "unsupported_media_type", "no Content-Type"),
     "no boundary": ({"content": b"--x\r\ngarbage", "headers": {"Content-Type": "multipart/form-data"}}, 400,
-                    "bad_multipart", "not valid multipart"),  # fmt: skip
-    "garbage multipart": ({"content": b"--x\r\ngarbage", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
-                          422, "invalid_parameter", "image: required field missing"),  # fmt: skip
+                    "bad_multipart", "not valid multipart"),
+    "garbage multipart": ({"content": b"--x\r\ngarbage",
+                           "headers": {"Content-Type": "multipart/form-data; boundary=x"}}, 422, "invalid_parameter",
+                          "image: required field missing"),
     "oversized body": ({**_image(b"\0" * 300_000)}, 413, "too_large", "above the limit of 0.25 MiB"),
     "oversized chunked": ({"content": iter([b"--b\r\n", b"\0" * 200_000, b"\0" * 200_000]),
                            "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, 413, "too_large",
-                          "above the limit"),  # fmt: skip
+                          "above the limit"),
 }
+# fmt: on
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -118,7 +121,7 @@ def test_slow_upload_gets_408_while_others_are_served(upscaler, tmp_path):
     with live_server(app) as url:
         port = int(url.rsplit(":", 1)[1])
         slow = socket.create_connection(("127.0.0.1", port))
-        body = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n" + GOOD[:100]
+        body = b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n\r\n' + GOOD[:100]
         head = (f"POST /v1/upscale HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; "
                 f"boundary=b\r\nContent-Length: {len(GOOD) + 500}\r\n\r\n").encode()  # fmt: skip
         slow.sendall(head + body)  # ... and nothing more

@@ -48,9 +48,9 @@ def browser(tmp_path):
 def server(tiny_model, tmp_path):
     """``python -m serve_app --port 0`` with the tiny model; yields its URL (from the line it prints)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "serve_app", "--port", "0", "--weights", str(tiny_model),
-                             "--device", "cpu", "--precision", "fp32", "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)  # fmt: skip
+    cmd = [sys.executable, "-m", "serve_app", "--port", "0", "--weights", str(tiny_model), "--device", "cpu",
+           "--precision", "fp32", "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         line = proc.stdout.readline()
         if "http://" not in line:
