@@ -133,7 +133,7 @@ class JobRunner:
 
     def retry_after(self) -> int:
         """Seconds a refused client should wait: the recent mean time per job times the jobs ahead of it."""
-        per_job = sum(self._recent) / len(self._recent) if self._recent else 5.0
+        per_job = sum(self._recent) / len(self._recent) if self._recent else 1.0
         return int(min(600, max(1, math.ceil(per_job * max(1, self._admitted)))))
 
     def _admit(self) -> None:
