@@ -57,8 +57,9 @@ class Server:
 
     def __init__(self, extra: list[str], log: Path) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        cmd = [sys.executable, "-m", "serve_app", "--host", "127.0.0.1", "--port", "0", "--log-level", "warning", *extra]
-        self.log = open(log, "w")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "serve_app", "--host", "127.0.0.1", "--port", "0", "--log-level", "warning",
+               *extra]  # fmt: skip
+        self.log = open(log, "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         line = self.proc.stdout.readline()
         if "http://" not in line:
