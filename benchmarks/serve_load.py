@@ -244,8 +244,8 @@ def main() -> None:
     if args.clients < 1 or args.clients > 1000:
         ap.error("--clients must be 1..1000")
     skip = set(filter(None, args.skip.split(",")))
-    results: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}, "args": vars(args)}
-    results["args"]["json"] = str(args.json) if args.json else None
+    results: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
+                     "args": {**vars(args), "json": str(args.json) if args.json else None}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(args.server_args, Path(tmp) / "server.log")
         try:
