@@ -1,7 +1,8 @@
 """End to end: ``san-serve`` (``python -m serve_app``) on a free loopback port, its page driven in a real headless
 Chromium (Playwright with Debian's ``chromium``): upload an image, wait for the result, download it, check
-its size and that the metrics appear. Skips with the reason where Playwright or Chromium is missing; CI
-installs both (``.ci/run``). The image and the tiny model are made by the tests."""
+its size and that the metrics appear. Skips with the reason where Playwright or Chromium is missing (fails
+instead where ``$SAN_REQUIRE_BROWSER`` is set, as ``.ci/run`` does after installing Chromium). The image
+and the tiny model are made by the tests."""
 
 from __future__ import annotations
 
@@ -28,12 +29,22 @@ def chromium_path() -> str | None:
     return None
 
 
+def missing(reason: str) -> None:
+    """Skip, or fail where ``$SAN_REQUIRE_BROWSER`` is set (CI sets it, so the test cannot silently not run)."""
+    if os.environ.get("SAN_REQUIRE_BROWSER"):
+        pytest.fail(f"{reason}, and $SAN_REQUIRE_BROWSER is set")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def browser(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright not installed (pip install playwright)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("Playwright not installed (pip install -e '.[test]' or pip install playwright)")
     exe = chromium_path()
     if exe is None:
-        pytest.skip("no Chromium installed (apt-get install chromium; CI does this in .ci/run)")
+        missing("no Chromium installed (apt-get install chromium, or set $SAN_CHROMIUM; CI does this in .ci/run)")
     with sync_api.sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=exe, headless=True,
                                                    args=CHROMIUM_ARGS, accept_downloads=True,
