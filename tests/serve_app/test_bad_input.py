@@ -134,4 +134,8 @@ def test_slow_upload_gets_408_while_others_are_served(upscaler, tmp_path):
         assert time.monotonic() - t0 < 30
         r = httpx.post(f"{url}/v1/upscale", files={"image": ("x.png", GOOD)}, data={"niqe": "false"}, timeout=60)
         assert r.status_code == 200
+        # the response's files are removed by a background task after its last byte is sent: wait for it
+        end = time.monotonic() + 30
+        while files_under(app.state.runner.root) and time.monotonic() < end:
+            time.sleep(0.02)
         assert files_under(app.state.runner.root) == []
