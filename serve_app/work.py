@@ -2,7 +2,7 @@
 
 ``UpscaleService`` runs an uploaded image through exactly the steps of ``sr-infer``, on the job's private
 folder: ``sr_app.batch.prepare`` (decode with alpha, gray, 16-bit, EXIF orientation, ICC; the input and
-output pixel limits; the output format), the upscale (``sr_hooks.upscale_job``, tile by tile), and
+output pixel limits; the output format), the upscale (``sr_app.pipeline.upscale_job``, tile by tile), and
 ``sr_app.batch.finish`` (atomic write with ICC / EXIF, PSNR-Y / SSIM-Y / LPIPS against the reference, NIQE
 up to ``--niqe-max-mp``). So the server writes byte for byte what ``sr-infer`` writes for the same file.
 
@@ -24,7 +24,7 @@ from gan_core.image_io import ImageError, read_image, write_image
 
 from .errors import ApiError, image_error
 from .jobs import Job
-from .sr_hooks import upscale_job
+from sr_app.pipeline import upscale_job
 
 __all__ = ["SynthesisService", "UpscaleParams", "UpscaleService", "colorize_label_file", "count_tiles"]
 

@@ -36,7 +36,7 @@ from gan_core.image_io import ImageError, probe_size
 from .batch import BatchOptions, Job, Outcome, Summary, finish, metric_functions, prepare
 from .infer import NonFiniteOutputError
 
-__all__ = ["PipelineLimits", "run_batch"]
+__all__ = ["PipelineLimits", "run_batch", "upscale_job"]
 
 
 @dataclass(frozen=True)
@@ -211,11 +211,19 @@ def _upscale(group: list[Job], upscaler, opts: BatchOptions) -> list[np.ndarray 
     n_tiles = _count_tiles(H, W, first.tile)
     bar = tqdm(total=n_tiles, desc=first.src.name, unit="tile", leave=False, disable=None if n_tiles > 4 else True)
     try:
-        return [upscaler._upscale_pixels(first.image.pixels, first.out_dtype, opts.outscale, bar.update, first.tile)]
+        return [upscale_job(first, upscaler, opts, bar.update)]
     except (ImageError, NonFiniteOutputError, RuntimeError, ValueError) as e:
         return [e]
     finally:
         bar.close()
+
+
+def upscale_job(job: Job, upscaler, opts: BatchOptions, on_tile: Callable[[], object] | None = None) -> np.ndarray:
+    """Output pixels of one prepared ``Job``: (H', W', C) of ``job.out_dtype`` (uint8 or uint16), tiled as
+    ``job.tile`` says (0: the whole image in one forward). ``on_tile()`` runs after every tile (once for a
+    whole image); an exception it raises stops the upscale and propagates (san-serve cancels jobs this way).
+    Raises what the Upscaler raises (NonFiniteOutputError, RuntimeError for out of memory, ValueError)."""
+    return upscaler._upscale_pixels(job.image.pixels, job.out_dtype, opts.outscale, on_tile, job.tile)
 
 
 def _count_tiles(H: int, W: int, tile: int) -> int:
