@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from gan_core.image_io import ImageError, read_image, write_image
+from sr_app.pipeline import upscale_job
 
 from .errors import ApiError, image_error
 from .jobs import Job
-from sr_app.pipeline import upscale_job
 
 __all__ = ["SynthesisService", "UpscaleParams", "UpscaleService", "colorize_label_file", "count_tiles"]
 
