@@ -36,20 +36,24 @@ def _positive(kind=float, low: float = 0.0):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from sr_app.cli import add_weights_dir_argument
+    from gan_core.version import add_version_argument
+    from sr_app.cli_args import add_weights_dir_argument
 
     p = argparse.ArgumentParser(
         prog="san-serve",
         description="Serve upscaling (and label-to-image synthesis) as a web page and an HTTP API "
         "(OpenAPI page at /docs). One inference at a time; a bounded queue answers 429 when full.",
     )
+    add_version_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     p.add_argument("-n", "--model", metavar="NAME", help="SR model name from weights/manifest.json (default model)")
-    p.add_argument("--weights", type=Path, metavar="PATH", help="SR model file: .safetensors (+ .json) or sr-train .pt")
+    p.add_argument("--weights", type=Path, metavar="PATH",
+                   help="SR model file: .safetensors (+ .json), sr-train .pt, a community .pth")  # fmt: skip
     add_weights_dir_argument(p)
     p.add_argument("--translate-weights", type=Path, metavar="PATH",
-                   help="translate-train checkpoint: enables /v1/synthesize and the synthesis tab")  # fmt: skip
+                   help="translate-train checkpoint, SPADE's latest_net_G.pth or a translate-export file: "
+                   "enables /v1/synthesize and the synthesis tab")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--max-pixels", type=_positive(), default=16e6,

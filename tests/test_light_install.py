@@ -161,8 +161,8 @@ def test_demo_runs_without_the_extras_and_shows_the_gain(tmp_path):
 
 
 # import name -> distribution name, where they differ (pyproject lists distributions)
-DIST_OF = {"PIL": "pillow", "yaml": "pyyaml"}
-EXTRA_ONLY = {"pyiqa", "lpips", "matplotlib", "scipy", "tensorboard", "kornia"}
+DIST_OF = {"PIL": "pillow", "yaml": "pyyaml", "swagger_ui_bundle": "swagger-ui-bundle", "multipart": "python-multipart"}
+EXTRA_ONLY = {"pyiqa", "lpips", "matplotlib", "scipy", "tensorboard", "kornia", "fastapi", "uvicorn", "httpx"}
 
 
 def _pyproject() -> dict:

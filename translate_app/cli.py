@@ -368,6 +368,7 @@ def export_main(argv: list[str] | None = None) -> int:
         "latest_net_G.pth, or an earlier export) as safetensors + JSON config, which translate-infer --weights "
         "loads. Both outputs are checked before either is written; existing files are kept unless --overwrite.",
     )
+    add_version_argument(p)
     p.add_argument("checkpoint", type=Path, help="translate-train checkpoint (.pt), latest_net_G.pth or .safetensors")
     p.add_argument("out", type=Path, help="output path: NAME.safetensors or NAME (NAME.json is written beside it)")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16, half the size)")

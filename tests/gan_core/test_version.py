@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
 import gan_core
 from gan_core.version import package_version
 
-MAINS = [
-    ("sr-train", "sr_app.cli", "train_main"),
-    ("sr-infer", "sr_app.cli", "infer_main"),
-    ("sr-eval", "sr_app.cli", "eval_main"),
-    ("sr-export", "sr_app.cli", "export_main"),
-    ("sr-metrics", "sr_app.metrics_cli", "main"),
-    ("san-weights", "gan_core.cli", "weights_main"),
-    ("translate-train", "translate_app.cli", "train_main"),
-    ("translate-infer", "translate_app.cli", "infer_main"),
-    ("translate-eval", "translate_app.cli", "eval_main"),
-]
+
+def _console_scripts() -> list[tuple[str, str, str]]:
+    """Every ``[project.scripts]`` entry of pyproject.toml: (prog, module, function)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    return [(prog, *target.split(":")) for prog, target in scripts.items()]
+
+
+MAINS = _console_scripts()
+
+
+def test_every_console_script_is_checked():
+    assert len(MAINS) >= 11 and {"san-serve", "translate-export", "sr-metrics"} <= {m[0] for m in MAINS}
 
 
 def test_the_version_is_the_distributions():
