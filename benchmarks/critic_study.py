@@ -15,19 +15,22 @@ Data: T91 + BSD200 (``--train-dir``); ``--holdout`` BSD200 images (every k-th of
 302003 never used) are left out of training (``data.exclude``) and linked into ``OUT/val`` as the validation
 set: the study never looks at Set5 / Set14. Caveat: the shipped pixel model was trained on all of BSD200.
 
-Profiles: ``reduced`` (default on the CPU: LR patch 24 = HR 96, critic crop 64 = 4 blocks, batch 8),
-``paper`` (default on CUDA: LR patch 40, crop 128, batch 16), ``smoke`` (``--smoke``: 2 steps, tiny critic).
-Budget: ``--steps N`` per run, or ``--minutes M`` for the whole study: every critic is first timed for a few
-steps (``OUT/calibration``), then the largest common step count that fits M minutes (validation included) is
-chosen and the plan printed before anything long starts.
+Profiles: ``reduced`` (default on the CPU: LR patch 24 = HR 96, critic crop 64 = 4 blocks, batch 8, validation
+images centre-cropped to 256 px), ``paper`` (default on CUDA: LR patch 40, crop 128, batch 16, whole validation
+images), ``smoke`` (``--smoke``: 2 steps, tiny critic). Budget: ``--steps N`` per run, or ``--minutes M`` for the
+whole study: every critic is first timed for a few steps (``OUT/calibration``), then the largest common step
+count that fits M minutes (validation included) is chosen and the plan printed before anything long starts;
+``--dry-run`` stops after the plan.
 
 Per run, from the run's ``metrics.jsonl``: validation Y-PSNR / Y-SSIM / NIQE (LPIPS when the AlexNet weights
 are present) at ``--evals`` points, the exact spectral norm of every critic conv on its grid (``log.critic_spectral``),
 gradient norms of G and D (``log.grad_norms``), seconds per training step, divergence events (non-finite
 steps, a stop after ``train.max_nonfinite`` of them in a row, Y-PSNR more than ``--collapse-db`` under the
-init's). Writes ``OUT/study.json``, ``OUT/study.md`` and ``OUT/curves.png`` / ``OUT/perception_distortion.png``,
-rewritten after every run. A run folder with a ``summary.json`` is kept as done; an interrupted run resumes
-from its last checkpoint (taken at every validation).
+init's). After each run its final EMA generator is exported as ``<run>/final_generator.safetensors`` (+ ``.json``,
+float32: ``sr-infer -m`` / ``sr-eval -m`` take it) and evaluated with the pixel model on the WHOLE held-out images
+(Y-PSNR, Y-SSIM, NIQE): the ship-decision table. Writes ``OUT/study.json``, ``OUT/study.md`` and ``OUT/curves.png``
+/ ``OUT/perception_distortion.png``, rewritten after every run. A run folder with a ``summary.json`` is kept as
+done; an interrupted run resumes from its last checkpoint (taken at every validation).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ CRITICS = {
     "wgan-gp": ["model.critic_norm=none", "model.critic_bn=false", "loss.adversarial=wgan-gp", "loss.gp_weight=10"],
 }
 PROFILES = {
-    "reduced": ["data.lr_patch=24", "model.critic_blocks=4", "train.batch_size=8"],
+    "reduced": ["data.lr_patch=24", "model.critic_blocks=4", "train.batch_size=8", "data.val_max_size=256"],
     "paper": ["data.lr_patch=40", "model.critic_blocks=5", "train.batch_size=16"],
     "smoke": ["data.lr_patch=8", "model.critic_blocks=2", "model.critic_width=8", "train.batch_size=2"],
 }
@@ -223,8 +226,9 @@ def markdown(study: dict) -> str:
     init, bic = study["init"], study["bicubic"]
     lines = [f"# Critic study ({study['profile']}, {study['steps']} steps x {study['seeds']} seed(s), "
              f"{study['device']})", "", f"Command: `{study['command']}`", "",
-             f"Validation: {study['val_count']} held-out BSD200 training images (`{study['val_dir']}`); Y channel, "
-             "crop 4; NIQE / LPIPS lower is better. Init: "
+             f"Validation: {study['val_count']} held-out BSD200 training images (`{study['val_dir']}`"
+             + (f", centre crops of at most {study['val_max_size']} px" if study.get("val_max_size") else "")
+             + "); Y channel, border 4; NIQE / LPIPS lower is better. Init: "
              f"{study['init_from']} (Y-PSNR {_fmt(init['psnr_y'], '.2f')}, NIQE {_fmt(init.get('niqe'), '.2f')}); "
              f"bicubic {_fmt(bic['psnr_y'], '.2f')} dB.", "",
              "| critic | seed | steps | s/step | Y-PSNR | SSIM | NIQE | LPIPS | max conv sigma (last / peak) "
@@ -244,6 +248,26 @@ def markdown(study: dict) -> str:
                      f"| {_fmt(s.get('lpips'), '.4f')} | {_fmt(s['spectral_max_conv'], '.2f')} / "
                      f"{_fmt(s['spectral_max_conv_peak'], '.2f')} | {_fmt(s['d_grad_norm'], '.3g')} / "
                      f"{_fmt(s['g_grad_norm'], '.3g')} | {events} |")  # fmt: skip
+    ship = study.get("ship_init")
+    if ship:
+        lines += ["", f"## Ship decision: the final generators on the {study['val_count']} whole held-out images", "",
+                  "Each run's final EMA generator (`<run>/final_generator.safetensors`) against the pixel model on "
+                  "the whole held-out images (not cropped). Ship rule (issue 12): NIQE clearly lower while Y-PSNR "
+                  "drops by at most 1 dB, and it looks better.", "",
+                  "| model | Y-PSNR | dY-PSNR | SSIM | NIQE | dNIQE | LPIPS | file |",
+                  "|---|---|---|---|---|---|---|---|",
+                  f"| pixel model ({study['init_from']}) | {_fmt(ship['psnr_y'], '.2f')} | 0 | "
+                  f"{_fmt(ship['ssim_y'], '.4f')} | {_fmt(ship.get('niqe'), '.2f')} | 0 | "
+                  f"{_fmt(ship.get('lpips'), '.4f')} | - |"]  # fmt: skip
+        for r in study["runs"]:
+            f = r["summary"].get("ship") or {}
+            if "psnr_y" not in f:
+                continue
+            d_niqe = f["niqe"] - ship["niqe"] if "niqe" in f and "niqe" in ship else float("nan")
+            lines.append(f"| {r['critic']} s{r['seed']} | {_fmt(f['psnr_y'], '.2f')} | "
+                         f"{_fmt(f['psnr_y'] - ship['psnr_y'], '+.2f')} | {_fmt(f['ssim_y'], '.4f')} | "
+                         f"{_fmt(f.get('niqe'), '.2f')} | {_fmt(d_niqe, '+.2f')} | {_fmt(f.get('lpips'), '.4f')} | "
+                         f"`{f['generator']}` |")  # fmt: skip
     lines += ["", "Events: nonfinite = a skipped step with a non-finite loss or gradient; diverged = the run stopped "
               f"after train.max_nonfinite of them in a row; psnr_collapse = a validation more than "
               f"{study['collapse_db']:g} dB under the init. Spectral norms: exact, of the normalized conv weights on "
@@ -309,31 +333,64 @@ def write_outputs(study: dict, out: Path) -> None:
 
 
 # -- the study ----------------------------------------------------------------------------------------------------
-def evaluate_init(init_from: str, val_dir: Path, device: str, niqe: bool, lpips: bool) -> tuple[dict, dict, float]:
-    """(init generator's validation metrics, bicubic's, seconds one validation takes) on ``val_dir``."""
+def evaluate_generator(G: torch.nn.Module, val_dir: Path, device: str, niqe: bool, lpips: bool,
+                       max_size: int = 0) -> tuple[dict, float]:  # fmt: skip
+    """(metrics of ``G`` on ``val_dir`` -- Y-PSNR, Y-SSIM, NIQE / LPIPS when asked --, seconds it took); HR
+    images centre-cropped to ``max_size`` pixels a side (0 = whole images)."""
     from gan_core.runtime import training_runtime
     from sr_app.data import SRValDataset
-    from sr_app.evaluate import bicubic_upscale
-    from sr_app.infer import load_generator
     from sr_app.train import bicubic_baseline, evaluate
 
     rt = training_runtime(device, "auto", True)
-    G, _ = load_generator(init_from)
     G = G.to(rt.device, memory_format=torch.channels_last if rt.channels_last else torch.contiguous_format)
-    ds = SRValDataset(val_dir, G.scale)
-    bic = bicubic_baseline([ds], G.scale)
+    ds = SRValDataset(val_dir, G.scale, max_size)
     t0 = time.perf_counter()
-    res = evaluate(G, [ds], rt, G.scale, bic, niqe=niqe, lpips=lpips)[ds.name]
-    seconds = time.perf_counter() - t0
-    bicubic = {"psnr_y": bic[ds.name]}
+    res = evaluate(G, [ds], rt, G.scale, bicubic_baseline([ds], G.scale), niqe=niqe, lpips=lpips)[ds.name]
+    return {k: v for k, v in res.items() if k in ("psnr_y", "ssim_y", "niqe", "lpips")}, time.perf_counter() - t0
+
+
+def evaluate_bicubic(val_dir: Path, scale: int, niqe: bool, max_size: int = 0) -> dict:
+    """Bicubic upscaling's Y-PSNR (and mean NIQE) on ``val_dir``."""
+    from sr_app.data import SRValDataset
+    from sr_app.evaluate import bicubic_upscale
+    from sr_app.train import bicubic_baseline
+
+    ds = SRValDataset(val_dir, scale, max_size)
+    out = {"psnr_y": bicubic_baseline([ds], scale)[ds.name]}
     if niqe:
         from gan_core.metrics.niqe import NIQE
 
-        q = [float(NIQE()(bicubic_upscale(it["lr"][None], G.scale), crop_border=G.scale)) for it in ds]
+        q = [float(NIQE()(bicubic_upscale(it["lr"][None], scale), crop_border=scale)) for it in ds]
         q = [v for v in q if math.isfinite(v)]
         if q:
-            bicubic["niqe"] = sum(q) / len(q)
-    return res, bicubic, seconds
+            out["niqe"] = sum(q) / len(q)
+    return out
+
+
+def export_final(run_dir: Path, critic: str) -> Path | None:
+    """The EMA generator of ``run_dir``'s last checkpoint as ``run_dir/final_generator.safetensors`` + ``.json``
+    (float32; ``sr-infer -m`` / ``sr-eval -m`` take it; ``sr-export`` from ``ckpt/`` gives the float16 release),
+    or None when the run left no checkpoint."""
+    from gan_core.checkpoint import CheckpointManager
+    from sr_app.infer import export_generator
+
+    ckpt = CheckpointManager(run_dir / "ckpt").latest()
+    if ckpt is None:
+        return None
+    extra = {"name": f"critic-study-{_slug(critic)}", "training_command": f"benchmarks/critic_study.py ({critic})"}
+    return export_generator(ckpt, run_dir / "final_generator.safetensors", fp16=False, extra=extra, overwrite=True)
+
+
+def ship_eval(run_dir: Path, critic: str, val_dir: Path, device: str, niqe: bool, lpips: bool) -> dict:
+    """The run's final generator (exported first) on the whole held-out images: the ship-decision numbers."""
+    from sr_app.infer import load_generator
+
+    path = run_dir / "final_generator.safetensors"
+    if not path.is_file() and export_final(run_dir, critic) is None:
+        return {}
+    G, _ = load_generator(path)
+    res, _ = evaluate_generator(G, val_dir, device, niqe, lpips)
+    return {"generator": str(path), **res}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -343,6 +400,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     budget.add_argument("--steps", type=int, help="training steps per run")
     budget.add_argument("--minutes", type=float, help="wall-clock budget of the whole study (calibrated first)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 steps, 2 held-out images: seconds on a CPU")
+    ap.add_argument("--dry-run", action="store_true", help="calibrate (with --minutes), print the plan and stop")
     ap.add_argument("--profile", choices=sorted(PROFILES), help="sizes (default: reduced on CPU, paper on CUDA)")
     ap.add_argument("--critics", default=",".join(CRITICS), help=f"comma-separated subset of: {', '.join(CRITICS)}")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per critic (0..N-1; the critic init and the data)")
@@ -407,14 +465,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"critic study: {len(args.critics)} critic(s) x {args.seeds} seed(s), profile {profile} "
           f"({' '.join(PROFILES[profile])}), device {device}; validation {len(held)} held-out images",
           flush=True)  # fmt: skip
-    init, bicubic, eval_s = evaluate_init(args.init, val_dir, args.device, niqe, lpips)
+    from sr_app.infer import load_generator
+
+    G0, _ = load_generator(args.init)
+    val_max = run_config(args.critics[0], 0, 10, 1, common).data.val_max_size
+    init, eval_s = evaluate_generator(G0, val_dir, args.device, niqe, lpips, val_max)
+    bicubic = evaluate_bicubic(val_dir, G0.scale, niqe, val_max)
     print(f"  init {args.init}: Y-PSNR {init['psnr_y']:.3f} dB (bicubic {bicubic['psnr_y']:.3f}), NIQE "
           f"{_fmt(init.get('niqe'), '.3f')}; one validation {eval_s:.1f} s", flush=True)  # fmt: skip
+    ship_init, ship_s = init, eval_s
+    if val_max:  # the ship decision looks at the whole images
+        ship_init, ship_s = evaluate_generator(G0, val_dir, args.device, niqe, lpips)
+        print(f"  init on the whole held-out images: Y-PSNR {ship_init['psnr_y']:.3f} dB, SSIM "
+              f"{ship_init['ssim_y']:.4f}, NIQE {_fmt(ship_init.get('niqe'), '.3f')} ({ship_s:.1f} s)",
+              flush=True)  # fmt: skip
+    del G0
     steps = args.steps or (2 if args.smoke and args.minutes is None else None)
     calib = {}
     if steps is None:
         calib = calibrate(args.critics, common, out / "calibration")
-        steps = steps_for_minutes(args.minutes or 60.0, calib, args.seeds, args.evals, eval_s)
+        minutes = (args.minutes or 60.0) - len(args.critics) * args.seeds * ship_s / 60  # each run's final eval
+        steps = steps_for_minutes(minutes, calib, args.seeds, args.evals, eval_s)
     print(f"plan: {steps} steps per run, {args.evals} validations, {len(args.critics) * args.seeds} runs", flush=True)
     for critic in args.critics:
         if critic in calib:
@@ -422,14 +493,16 @@ def main(argv: list[str] | None = None) -> int:
             est = args.seeds * run_seconds(c, steps, args.evals, eval_s) / 60
             print(f"  {critic:<11} {c['s_per_step']:.2f} s/step -> about {est:.1f} min", flush=True)
     if calib:
-        total = args.seeds * sum(run_seconds(c, steps, args.evals, eval_s) for c in calib.values())
+        total = args.seeds * sum(run_seconds(c, steps, args.evals, eval_s) + ship_s for c in calib.values())
         print(f"  estimated total: {total / 60:.1f} min", flush=True)
+    if args.dry_run:
+        return 0
 
     study = {"command": "python benchmarks/critic_study.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
              "profile": profile, "device": str(device), "steps": steps, "seeds": args.seeds, "init_from": args.init,
              "val_dir": str(val_dir), "val_count": len(held), "val_images": [f.stem for f in held],
              "overrides": common, "collapse_db": args.collapse_db, "calibration": calib, "init": init,
-             "bicubic": bicubic, "runs": []}  # fmt: skip
+             "bicubic": bicubic, "val_max_size": val_max, "ship_init": ship_init, "runs": []}  # fmt: skip
     for seed in range(args.seeds):
         for critic in args.critics:
             run_dir = out / "runs" / f"{_slug(critic)}_seed{seed}"
@@ -441,7 +514,11 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = train_run(run_config(critic, seed, steps, args.evals, common), run_dir, quiet=args.smoke)
                 print(f"  {critic} seed {seed}: {outcome} in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
             metrics = read_metrics(run_dir)
-            summary = summarize(metrics, init, args.collapse_db, outcome)
+            if done.is_file():
+                summary = json.loads(done.read_text())
+            else:
+                summary = summarize(metrics, init, args.collapse_db, outcome)
+                summary["ship"] = ship_eval(run_dir, critic, val_dir, args.device, niqe, lpips)
             if not outcome.startswith("error"):
                 done.write_text(json.dumps(summary, indent=1) + "\n")
             study["runs"].append({"critic": critic, "seed": seed, "run_dir": str(run_dir), "summary": summary,
