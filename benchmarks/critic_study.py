@@ -226,7 +226,8 @@ def markdown(study: dict) -> str:
     init, bic = study["init"], study["bicubic"]
     lines = [f"# Critic study ({study['profile']}, {study['steps']} steps x {study['seeds']} seed(s), "
              f"{study['device']})", "", f"Command: `{study['command']}`", "",
-             f"Validation: {study['val_count']} held-out BSD200 training images (`{study['val_dir']}`"
+             f"Validation during training: {study.get('curve_count', study['val_count'])} of the "
+             f"{study['val_count']} held-out BSD200 training images (`{study.get('curve_dir', study['val_dir'])}`"
              + (f", centre crops of at most {study['val_max_size']} px" if study.get("val_max_size") else "")
              + "); Y channel, border 4; NIQE / LPIPS lower is better. Init: "
              f"{study['init_from']} (Y-PSNR {_fmt(init['psnr_y'], '.2f')}, NIQE {_fmt(init.get('niqe'), '.2f')}); "
@@ -408,6 +409,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--train-dir", type=Path, nargs="+", help="HR folders (default: shared T91 + BSD200)")
     ap.add_argument("--holdout-dir", type=Path, help="folder the validation images are held out of (default: BSD200)")
     ap.add_argument("--holdout", type=int, help="held-out validation images (default 20; smoke 2)")
+    ap.add_argument("--curve-images", type=int, help="the first N held-out images validate during training "
+                    "(the curves; default: all); the ship-decision evaluation always takes all of them")  # fmt: skip
     ap.add_argument("--init", default="srresnet-l1-x4", help="generator init: model name, .safetensors or sr-train .pt")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     ap.add_argument("--collapse-db", type=float, default=2.0, help="Y-PSNR drop under the init counted as a collapse")
@@ -418,7 +421,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [c for c in args.critics if c not in CRITICS]
     if unknown or not args.critics:
         ap.error(f"unknown critic {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(CRITICS)}")
-    for name in ("steps", "seeds", "evals", "holdout"):
+    for name in ("steps", "seeds", "evals", "holdout", "curve_images"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1")
     if args.minutes is not None and args.minutes <= 0:
@@ -427,6 +430,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    t_start = time.perf_counter()
     args = parse_args(argv)
     from gan_core.distributed import pick_device
     from gan_core.metrics.lpips import lpips_available
@@ -447,11 +451,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"critic_study: {e}", file=sys.stderr)
         return 2
     val_dir = make_val_folder(held, out / "val")
+    curve_dir = val_dir
+    if args.curve_images and args.curve_images < len(held):
+        curve_dir = make_val_folder(held[: args.curve_images], out / "val_curves")
     niqe = profile != "smoke"
     lpips = lpips_available()
     exclude = json.dumps([*NEVER_TRAIN, *(f.stem for f in held)])
     common = [f"data.train_dirs={json.dumps([str(d) for d in train_dirs])}", f"data.exclude={exclude}",
-              f"data.val_dirs=[{json.dumps(str(val_dir))}]", f"train.init_from={args.init}",
+              f"data.val_dirs=[{json.dumps(str(curve_dir))}]", f"train.init_from={args.init}",
               f"train.device={args.device}", "optim.milestones=[]", "model.critic_padding=circular",
               f"log.niqe={str(niqe).lower()}", f"log.lpips={str(lpips).lower()}", "log.grad_norms=true",
               "log.critic_spectral=true", "log.keep_last=1", *PROFILES[profile], *args.overrides]  # fmt: skip
@@ -463,18 +470,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(f"critic study: {len(args.critics)} critic(s) x {args.seeds} seed(s), profile {profile} "
-          f"({' '.join(PROFILES[profile])}), device {device}; validation {len(held)} held-out images",
+          f"({' '.join(PROFILES[profile])}), device {device}; {len(held)} held-out images (curves on "
+          f"{len(list(curve_dir.iterdir()))})",
           flush=True)  # fmt: skip
     from sr_app.infer import load_generator
 
     G0, _ = load_generator(args.init)
     val_max = run_config(args.critics[0], 0, 10, 1, common).data.val_max_size
-    init, eval_s = evaluate_generator(G0, val_dir, args.device, niqe, lpips, val_max)
-    bicubic = evaluate_bicubic(val_dir, G0.scale, niqe, val_max)
+    init, eval_s = evaluate_generator(G0, curve_dir, args.device, niqe, lpips, val_max)
+    bicubic = evaluate_bicubic(curve_dir, G0.scale, niqe, val_max)
     print(f"  init {args.init}: Y-PSNR {init['psnr_y']:.3f} dB (bicubic {bicubic['psnr_y']:.3f}), NIQE "
           f"{_fmt(init.get('niqe'), '.3f')}; one validation {eval_s:.1f} s", flush=True)  # fmt: skip
     ship_init, ship_s = init, eval_s
-    if val_max:  # the ship decision looks at the whole images
+    if val_max or curve_dir != val_dir:  # the ship decision looks at all the held-out images, whole
         ship_init, ship_s = evaluate_generator(G0, val_dir, args.device, niqe, lpips)
         print(f"  init on the whole held-out images: Y-PSNR {ship_init['psnr_y']:.3f} dB, SSIM "
               f"{ship_init['ssim_y']:.4f}, NIQE {_fmt(ship_init.get('niqe'), '.3f')} ({ship_s:.1f} s)",
@@ -484,23 +492,27 @@ def main(argv: list[str] | None = None) -> int:
     calib = {}
     if steps is None:
         calib = calibrate(args.critics, common, out / "calibration")
-        minutes = (args.minutes or 60.0) - len(args.critics) * args.seeds * ship_s / 60  # each run's final eval
+        # --minutes counts from the start: what the init's evaluation and the calibration took is spent
+        spent = (time.perf_counter() - t_start) / 60
+        minutes = (args.minutes or 60.0) - spent - len(args.critics) * args.seeds * ship_s / 60  # final evals
         steps = steps_for_minutes(minutes, calib, args.seeds, args.evals, eval_s)
     print(f"plan: {steps} steps per run, {args.evals} validations, {len(args.critics) * args.seeds} runs", flush=True)
     for critic in args.critics:
         if critic in calib:
             c = calib[critic]
-            est = args.seeds * run_seconds(c, steps, args.evals, eval_s) / 60
+            est = args.seeds * (run_seconds(c, steps, args.evals, eval_s) + ship_s) / 60
             print(f"  {critic:<11} {c['s_per_step']:.2f} s/step -> about {est:.1f} min", flush=True)
     if calib:
         total = args.seeds * sum(run_seconds(c, steps, args.evals, eval_s) + ship_s for c in calib.values())
-        print(f"  estimated total: {total / 60:.1f} min", flush=True)
+        end = time.strftime("%H:%M", time.localtime(time.time() + total))
+        print(f"  estimated total: {total / 60:.1f} min from now (until about {end} local time)", flush=True)
     if args.dry_run:
         return 0
 
     study = {"command": "python benchmarks/critic_study.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
              "profile": profile, "device": str(device), "steps": steps, "seeds": args.seeds, "init_from": args.init,
              "val_dir": str(val_dir), "val_count": len(held), "val_images": [f.stem for f in held],
+             "curve_dir": str(curve_dir), "curve_count": len(list(curve_dir.iterdir())),
              "overrides": common, "collapse_db": args.collapse_db, "calibration": calib, "init": init,
              "bicubic": bicubic, "val_max_size": val_max, "ship_init": ship_init, "runs": []}  # fmt: skip
     for seed in range(args.seeds):

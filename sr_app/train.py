@@ -341,7 +341,7 @@ def objective(cfg: SRTrainConfig) -> str:
 
 
 # Without a perceptual term the pixel term alone must hold the generator near the image: the adversarial weight
-# may be at most this fraction of the content weight (the tuned configs/sr_gan_l1adv.yaml: 0.005 of it; the
+# may be at most this fraction of the content weight (configs/sr_gan_l1adv.yaml: 0.005 of it; the
 # paper's weights minus VGG: 10x the content weight, which diverges within a few hundred steps).
 MAX_ADV_TO_CONTENT_WITHOUT_VGG = 0.1
 

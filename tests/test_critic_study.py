@@ -50,7 +50,7 @@ def test_smoke_runs_every_critic_and_writes_the_report(tmp_path, tiny_init, caps
     hr = write_images(tmp_path / "hr", 6)
     out = tmp_path / "study"
     args = ["--out", str(out), "--smoke", "--train-dir", str(hr), "--init", str(tiny_init), "--device", "cpu",
-            "--set", "model.channels=8", "--set", "model.num_blocks=1"]  # fmt: skip
+            "--set", "model.channels=8", "--set", "model.num_blocks=1", "--curve-images", "1"]  # fmt: skip
     assert study.main(args) == 0
     printed = capsys.readouterr().out
     assert "plan: 2 steps per run, 4 validations, 6 runs" in printed
@@ -74,7 +74,9 @@ def test_smoke_runs_every_critic_and_writes_the_report(tmp_path, tiny_init, caps
     assert "Command: `python benchmarks/critic_study.py" in table
     assert all(f"| {c} | 0 | 2 |" in table for c in study.CRITICS)
     assert "## Ship decision" in table and all(f"| {c} s0 | " in table for c in study.CRITICS)
-    assert report["ship_init"] == report["init"]  # smoke validates whole images: one evaluation serves both
+    # the curves validate on the first held-out image, the ship decision on both, whole
+    assert report["curve_count"] == 1 and [p.name for p in (out / "val_curves").iterdir()] == ["100.png"]
+    assert report["ship_init"]["psnr_y"] != report["init"]["psnr_y"]
     assert (out / "curves.png").stat().st_size > 0
     assert not (out / "perception_distortion.png").exists()  # no NIQE on images this small
 
