@@ -137,11 +137,15 @@ class LogConfig:
     lpips: bool = False  # LPIPS in validation (needs the AlexNet trunk, weights name "alexnet")
     grad_norms: bool = False  # log the L2 norms of G's and D's gradients (g_grad_norm, d_grad_norm) every step
     critic_spectral: bool = False  # at validation: exact spectral norm of every critic conv on its grid
+    # 0: exact (conv_spectral_norm; minutes on a CPU for strided 4x4 convs); N > 0: N power iterations of the
+    # same circular operator (a lower bound converging to the exact value; seconds on a CPU)
+    critic_spectral_iters: int = 0
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for k in ("log_every", "eval_every", "save_every", "sample_every", "keep_last"):
             require(getattr(self, k) >= 1, f"log.{k}", "must be >= 1")
+        require(self.critic_spectral_iters >= 0, "log.critic_spectral_iters", "must be >= 0")
 
 
 @dataclass

@@ -141,3 +141,18 @@ def test_init_from_errors_are_one_line_before_any_work(tmp_path, hr_folder, tiny
     assert train_main([*base, "--set", f"train.init_from={tmp_path / 'notes.safetensors'}"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sr-train: train.init_from: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("shape", "grid", "stride"), [((8, 3, 3, 3), 8, 1), ((8, 8, 4, 4), 8, 2), ((16, 8, 3, 3), 4, 1)]
+)
+def test_power_iteration_critic_norm_converges_to_the_exact_one(shape, grid, stride):
+    """conv_power_norm (log.critic_spectral_iters > 0) estimates the operator conv_spectral_norm computes exactly:
+    never above it, equal after enough iterations (random weights made here)."""
+    from gan_core.norm import conv_spectral_norm
+    from sr_app.train import conv_power_norm
+
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    exact = float(conv_spectral_norm(w, (grid, grid), stride))
+    assert conv_power_norm(w, grid, stride, 2) <= exact * (1 + 1e-5)
+    assert conv_power_norm(w, grid, stride, 300) == pytest.approx(exact, rel=1e-3)
