@@ -96,6 +96,8 @@ def make_val_folder(files: list[Path], folder: Path) -> Path:
     import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in set(folder.iterdir()) - {folder / f.name for f in files}:  # from a run with another --holdout
+        stale.unlink()
     for f in files:
         dest = folder / f.name
         if not dest.exists():

@@ -92,6 +92,9 @@ def test_holdout_is_spread_over_the_names_and_never_302003(tmp_path):
     for stem in ["302003", *(f"{k:03d}" for k in range(10))]:
         Image.new("RGB", (4, 4)).save(folder / f"{stem}.png")
     assert [f.stem for f in study.holdout_files(folder, 3)] == ["000", "003", "006"]
+    val = study.make_val_folder(study.holdout_files(folder, 5), tmp_path / "val")
+    assert sorted(p.name for p in study.make_val_folder(study.holdout_files(folder, 3), val).iterdir()) == [
+        "000.png", "003.png", "006.png"]  # fmt: skip
     with pytest.raises(ValueError, match="--holdout must be in"):
         study.holdout_files(folder, 10)
 
