@@ -1,12 +1,12 @@
-"""GAN losses shared by both apps: hinge for critic and generator, pixel losses, VGG-19 features.
+"""GAN losses shared by both apps: hinge and WGAN-GP for critic and generator, pixel losses, VGG-19 features.
 
-Named after the player they train (``d_hinge_loss``, ``g_hinge_loss``). All reductions are computed in
-float32 even when the inputs come from a bf16 autocast region.
+Named after the player they train (``d_hinge_loss``, ``g_hinge_loss``, ``d_wgan_loss``). All reductions are
+computed in float32 even when the inputs come from a bf16 autocast region.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -21,8 +21,10 @@ __all__ = [
     "VGG19Features",
     "all_finite",
     "d_hinge_loss",
+    "d_wgan_loss",
     "feature_matching_loss",
     "g_hinge_loss",
+    "gradient_penalty",
     "pixel_loss",
 ]
 
@@ -40,6 +42,39 @@ def d_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
 def g_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Generator hinge loss ``-mean(D(fake))``."""
     return -fake_logits.float().mean()
+
+
+def d_wgan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """WGAN critic loss ``mean(D(fake)) - mean(D(real))`` (minus the critic's Wasserstein estimate); the
+    generator's term is ``g_hinge_loss`` (``-mean(D(fake))``), the same for both objectives."""
+    return fake_logits.float().mean() - real_logits.float().mean()
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """WGAN-GP two-sided penalty ``mean((||grad_x D(x)||_2 - 1)^2)`` at ``x = a * real + (1 - a) * fake``,
+    one ``a ~ U[0, 1)`` per sample (Gulrajani et al. 2017, Algorithm 1).
+
+    Args:
+        critic: (B, C, H, W) -> (B, 1) logits; called once, on the interpolates.
+        real, fake: (B, C, H, W) images of the same shape; ``fake`` is detached here.
+        generator: source of ``a`` (on ``real``'s device); default the global RNG of that device.
+
+    Returns:
+        0-dim float32 tensor whose graph reaches the critic's parameters (``create_graph``): add it to the
+        critic's loss before ``backward``.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must have the same shape")
+    a = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, generator=generator)
+    mix = (a * real.detach() + (1 - a) * fake.detach()).to(real.dtype).requires_grad_(True)
+    out = critic(mix)
+    (grad,) = torch.autograd.grad(out.float().sum(), mix, create_graph=True)
+    return (grad.float().flatten(1).norm(dim=1) - 1).square().mean()
 
 
 def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:

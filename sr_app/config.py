@@ -1,7 +1,8 @@
-"""SAN-SRGAN training configuration (defaults = the paper preset, ALGORITHMS.md c.6-c.7).
+"""SAN-SRGAN training configuration (defaults = the paper preset, docs/algorithms.md c.6-c.7).
 
 Sections: ``data``, ``model``, ``loss``, ``optim``, ``train``, ``log``. Presets live in ``configs/``;
-any key can be overridden with ``--set section.key=value``.
+any key can be overridden with ``--set section.key=value``. Rules that join two sections (WGAN-GP needs
+a plain critic) are checked once, in ``SRTrainConfig.__post_init__``.
 """
 
 from __future__ import annotations
@@ -64,12 +65,19 @@ class LossConfig:
     vgg_loss_weight: float = 1.0  # VGG-19 conv5_4 (pre-activation) L1; 0 trains without VGG
     adv_weight: float = 1e-1
     vgg_weights_file: str = "vgg19"  # manifest name or path of torchvision's vgg19-dcbb9e9d.pth
+    # critic objective: "hinge" (the paper) or "wgan-gp" (Gulrajani et al. 2017: D(fake) - D(real) + gp_weight *
+    # (||grad_x D(x_mix)|| - 1)^2 on real/fake interpolates; the generator term is -D(fake) for both)
+    adversarial: Literal["hinge", "wgan-gp"] = "hinge"
+    gp_weight: float = 10.0  # lambda of the gradient penalty (wgan-gp only)
 
     renamed_keys: ClassVar[dict[str, str]] = {"feature_weight": "vgg_loss_weight", "vgg_weights": "vgg_weights_file"}
 
     def __post_init__(self) -> None:
-        for k in ("content_weight", "vgg_loss_weight", "adv_weight"):
+        for k in ("content_weight", "vgg_loss_weight", "adv_weight", "gp_weight"):
             require(getattr(self, k) >= 0, f"loss.{k}", "must be >= 0")
+        if self.adversarial == "wgan-gp":
+            require(self.gp_weight > 0, "loss.gp_weight", "must be > 0 with loss.adversarial=wgan-gp (the penalty "
+                    "is what keeps a WGAN critic Lipschitz)")  # fmt: skip
 
 
 @dataclass
@@ -96,7 +104,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     stage: Literal["pretrain", "gan"] = "gan"
-    init_from: str = ""  # stage gan: checkpoint of a pretrain run (its EMA generator is used)
+    # stage gan: the generator to start from: an sr-train checkpoint (.pt, its EMA generator), a released model
+    # (.safetensors with its .json, a folder holding model.safetensors) or a model name of weights/manifest.json
+    init_from: str = ""
     steps: int = 400_000
     batch_size: int = 32  # global batch (divided over DDP ranks)
     seed: int = 0
@@ -124,11 +134,18 @@ class LogConfig:
     sample_every: int = 5000
     keep_last: int = 3
     niqe: bool = False  # NIQE in validation (slower; needs pyiqa)
+    lpips: bool = False  # LPIPS in validation (needs the AlexNet trunk, weights name "alexnet")
+    grad_norms: bool = False  # log the L2 norms of G's and D's gradients (g_grad_norm, d_grad_norm) every step
+    critic_spectral: bool = False  # at validation: exact spectral norm of every critic conv on its grid
+    # 0: exact (conv_spectral_norm; minutes on a CPU for strided 4x4 convs); N > 0: N power iterations of the
+    # same circular operator (a lower bound converging to the exact value; seconds on a CPU)
+    critic_spectral_iters: int = 0
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for k in ("log_every", "eval_every", "save_every", "sample_every", "keep_last"):
             require(getattr(self, k) >= 1, f"log.{k}", "must be >= 1")
+        require(self.critic_spectral_iters >= 0, "log.critic_spectral_iters", "must be >= 0")
 
 
 @dataclass
@@ -140,3 +157,14 @@ class SRTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if self.loss.adversarial == "wgan-gp":
+            # the penalty is the critic's constraint: a normalized critic would be a second one, and BatchNorm
+            # couples the samples whose input gradients the penalty constrains one by one (WGAN-GP paper, sec. 4)
+            require(self.model.critic_norm == "none", "model.critic_norm",
+                    f"must be none with loss.adversarial=wgan-gp, got {self.model.critic_norm!r}")  # fmt: skip
+            require(not self.model.critic_bn, "model.critic_bn",
+                    "must be false with loss.adversarial=wgan-gp (BatchNorm mixes the penalty's samples)")  # fmt: skip
+            require(not self.train.compile, "train.compile",
+                    "must be false with loss.adversarial=wgan-gp (its double backward does not compile)")  # fmt: skip

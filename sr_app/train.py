@@ -1,15 +1,20 @@
 """sr-train: SAN-SRGAN training (stage ``pretrain``: pixel loss; stage ``gan``: L1 + VGG + hinge).
 
-Per iteration of stage gan (ALGORITHMS.md c.6, with one generator forward instead of the official two:
+Per iteration of stage gan (docs/algorithms.md c.6, with one generator forward instead of the official two:
 G does not change between the critic step and the generator step, so the output is the same):
 
 1. ``fake = G(lr)``.
 2. Critic step (``d_step``): hinge on ``D(hr)`` and ``D(fake.detach())`` in two calls (BatchNorm sees
    real-only and fake-only batches, as in the official code), Adam step, then one
    ``refresh_norm_constants(D)``: SAN / SN constants follow every critic update (the paper normalizes
-   after each critic step).
+   after each critic step). With ``loss.adversarial=wgan-gp`` (a plain critic, for comparisons) the loss
+   is ``D(fake) - D(real)`` plus the gradient penalty on real/fake interpolates instead.
 3. Generator step (``g_step``): ``l_content * L1 + l_vgg * VGG19(conv5_4) + l_adv * (-D(fake))`` with D
    frozen, Adam step, EMA update.
+
+``train.init_from`` starts the generator from an sr-train checkpoint or a released model (``.safetensors`` +
+``.json``, or a model name), through ``sr_app.infer.load_generator``. Stage gan without a perceptual term
+logs one warning when its weights make no sense without it (``objective_warning``).
 
 Runs on CPU or CUDA, bf16 autocast where the hardware is fast at it (SAN's FFT stays float32),
 channels_last, under torchrun with DDP. Checkpoints hold every state needed for an exact resume. With
@@ -27,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import time
 from pathlib import Path
 
 import torch
@@ -34,13 +41,21 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from gan_core import distributed as gdist
-from gan_core.checkpoint import CheckpointManager, load_checkpoint, resume_state
+from gan_core.checkpoint import CheckpointManager, resume_state
 from gan_core.compilation import compile_in_place, initialize_first_use_state
 from gan_core.config import save_yaml, to_dict
 from gan_core.ema import ema_model
-from gan_core.losses import VGG19Features, all_finite, d_hinge_loss, g_hinge_loss, pixel_loss
+from gan_core.losses import (
+    VGG19Features,
+    all_finite,
+    d_hinge_loss,
+    d_wgan_loss,
+    g_hinge_loss,
+    gradient_penalty,
+    pixel_loss,
+)
 from gan_core.metrics import psnr, ssim
-from gan_core.norm import norm_constants, refresh_norm_constants
+from gan_core.norm import conv_spectral_norm, norm_constants, refresh_norm_constants
 from gan_core.runlog import RunLogger
 from gan_core.runtime import Runtime, training_runtime
 from gan_core.stopping import LoaderBatches, StopSignals, TrainingStopped, ignore_stop_signals
@@ -59,7 +74,7 @@ from gan_core.training import (
 from .config import SRTrainConfig
 from .data import SRTrainDataset, SRValDataset, TrainSampler
 from .evaluate import bicubic_upscale
-from .models import SRCritic, SRGenerator, generator_weights
+from .models import SRCritic, SRGenerator
 
 __all__ = [
     "TrainResult",
@@ -67,9 +82,12 @@ __all__ = [
     "TrainingStopped",
     "build_critic",
     "build_generator",
+    "critic_spectral_norms",
     "d_step",
     "evaluate",
     "g_step",
+    "load_init_from",
+    "objective_warning",
     "pretrain_step",
     "required_files",
     "train",
@@ -92,6 +110,14 @@ class TrainResult:
 
 
 # -- training steps: plain functions returning a dict of named losses ---------------------------------
+def grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    """L2 norm of all of ``module``'s gradients together (0-dim float32 tensor; 0 when none), no sync."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads, 2.0).float()
+
+
 def pretrain_step(G, lr, hr, opt_g, kind: str, rt: Runtime) -> dict:
     with rt.autocast():
         sr = G(lr)
@@ -101,24 +127,37 @@ def pretrain_step(G, lr, hr, opt_g, kind: str, rt: Runtime) -> dict:
     return {"pixel": loss.detach()}
 
 
-def d_step(D, real, fake, opt_d, rt: Runtime) -> dict:
-    """Hinge loss on real and (detached) fake HR images, backward; the caller steps the optimizer."""
+def d_step(D, real, fake, opt_d, rt: Runtime, adversarial: str = "hinge", gp_weight: float = 10.0) -> dict:
+    """Critic loss on real and (detached) fake HR images, backward; the caller steps the optimizer.
+
+    ``adversarial``: ``"hinge"`` (``d_hinge``) or ``"wgan-gp"`` (``d_wgan`` = mean D(fake) - mean D(real), plus
+    ``gp_weight`` times the gradient penalty ``gp`` on real/fake interpolates: a third critic call with double
+    backward, through the unwrapped critic so that DDP sees one forward per batch).
+    """
     D.requires_grad_(True)
+    out = {}
     with rt.autocast(), rt.cached_weights():  # eager: each normalized weight computed once for both calls
         real_logits = D(real)
         fake_logits = D(fake.detach())
-    loss = d_hinge_loss(real_logits, fake_logits)
+        if adversarial == "wgan-gp":
+            out["gp"] = gradient_penalty(gdist.unwrap(D), real, fake)
+    if adversarial == "wgan-gp":
+        out["d_wgan"] = d_wgan_loss(real_logits, fake_logits)
+        loss = out["d_wgan"] + gp_weight * out["gp"]
+    elif adversarial == "hinge":
+        loss = out["d_hinge"] = d_hinge_loss(real_logits, fake_logits)
+    else:
+        raise ValueError(f"adversarial must be 'hinge' or 'wgan-gp', got {adversarial!r}")
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
-    return {
-        "d_hinge": loss.detach(),
-        "d_real": real_logits.detach().float().mean(),
-        "d_fake": fake_logits.detach().float().mean(),
-    }
+    out = {k: v.detach() for k, v in out.items()}
+    out.update(d_real=real_logits.detach().float().mean(), d_fake=fake_logits.detach().float().mean())
+    return out
 
 
 def g_step(D, fake, hr, opt_g, vgg, loss_cfg, rt: Runtime) -> dict:
-    """Content (L1/MSE) + VGG conv5_4 + hinge adversarial terms on ``fake = G(lr)``, backward."""
+    """Content (L1/MSE) + VGG conv5_4 + adversarial (-D(fake), for hinge and WGAN-GP alike) terms on
+    ``fake = G(lr)``, backward."""
     D.requires_grad_(False)
     out = {}
     total = torch.zeros((), device=fake.device)
@@ -152,18 +191,30 @@ def bicubic_baseline(val_sets: list[SRValDataset], scale: int) -> dict[str, floa
 
 
 def evaluate(
-    G, val_sets: list[SRValDataset], rt: Runtime, scale: int, bicubic: dict[str, float], niqe: bool = False
+    G,
+    val_sets: list[SRValDataset],
+    rt: Runtime,
+    scale: int,
+    bicubic: dict[str, float],
+    niqe: bool = False,
+    lpips: bool = False,
 ) -> dict:
-    """Mean Y-PSNR / Y-SSIM (crop = scale) per validation set, beside ``bicubic`` (``bicubic_baseline``)."""
+    """Mean Y-PSNR / Y-SSIM (crop = scale) per validation set, beside ``bicubic`` (``bicubic_baseline``);
+    with ``niqe`` / ``lpips`` also their means (NIQE: over the images where it is defined; LPIPS: AlexNet,
+    RGB, needs the ``alexnet`` weights)."""
     G.eval()
     results = {}
-    niqe_metric = None
+    niqe_metric = lpips_metric = None
     if niqe:
         from gan_core.metrics.niqe import NIQE
 
         niqe_metric = NIQE()
+    if lpips:
+        from gan_core.metrics.lpips import LPIPS
+
+        lpips_metric = LPIPS()
     for ds in val_sets:
-        ps, ss, nq = [], [], []
+        ps, ss, nq, lp = [], [], [], []
         for item in ds:
             lr = rt.to_device(item["lr"][None])
             with rt.autocast():
@@ -173,12 +224,70 @@ def evaluate(
             ps.append(float(psnr(sr, hr, scale)))
             ss.append(float(ssim(sr, hr, scale)))
             if niqe_metric is not None:
-                nq.append(float(niqe_metric(sr, crop_border=scale)))
+                value = float(niqe_metric(sr, crop_border=scale))
+                if math.isfinite(value):  # NaN for an output without a complete 96x96 block
+                    nq.append(value)
+            if lpips_metric is not None:
+                lp.append(float(lpips_metric(sr, hr)[0]))
         res = {"psnr_y": sum(ps) / len(ps), "ssim_y": sum(ss) / len(ss), "bicubic_psnr_y": bicubic[ds.name]}
         if nq:
             res["niqe"] = sum(nq) / len(nq)
+        if lp:
+            res["lpips"] = sum(lp) / len(lp)
         results[ds.name] = res
     return results
+
+
+@torch.no_grad()
+def conv_power_norm(weight: torch.Tensor, grid: int, stride: int, iters: int, seed: int = 0) -> float:
+    """Top singular value of the circular convolution with ``weight`` (m, n, k, k) on a ``grid`` x ``grid``
+    input with ``stride`` (the operator ``conv_spectral_norm`` computes exactly), by ``iters`` power
+    iterations on A^T A (A^T through autograd) from a seeded random start: a lower bound that converges to it."""
+    w = weight.detach().float()
+    lo = (w.shape[-1] - stride) // 2
+    hi = w.shape[-1] - stride - lo
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, w.shape[1], grid, grid, generator=gen).to(w.device)
+
+    def op(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(t, (lo, hi, lo, hi), mode="circular"), w,
+                                          stride=stride)  # fmt: skip
+
+    with torch.enable_grad(), torch.autocast(w.device.type, enabled=False):
+        for _ in range(iters):
+            x = (x / x.norm()).requires_grad_(True)
+            y = op(x)
+            (x,) = torch.autograd.grad(y, x, grad_outputs=y)  # A^T A x
+        with torch.no_grad():
+            return float(op(x / x.norm()).norm())
+
+
+def critic_spectral_norms(D: SRCritic, iters: int = 0) -> dict[str, float]:
+    """Exact spectral norm (``gan_core.norm.conv_spectral_norm``, circular convolution) of each critic conv's
+    effective weight (its normalization applied; BatchNorm and activations not included) on the grid that
+    conv sees (the crop, halved after each stride-2 conv), and the top singular value of each linear layer.
+
+    Returns ``{"spectral/<layer>": value, ..., "spectral/max_conv": max over the convs}`` (floats; one sync
+    per layer: a diagnostic for validation time, not for every step). For zero-padded convs the circular
+    operator is an approximation of the layer's norm. ``iters`` > 0: :func:`conv_power_norm` with that many
+    power iterations instead of the exact value (much faster on a CPU; never above the exact value).
+    """
+    out = {}
+    grid = D.crop
+    for name, m in D.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            stride = m.stride[0]
+            if iters:
+                out[f"spectral/{name}"] = conv_power_norm(m.weight, grid, stride, iters)
+            else:
+                out[f"spectral/{name}"] = float(conv_spectral_norm(m.weight, (grid, grid), m.stride))
+            grid //= stride
+        elif isinstance(m, torch.nn.Linear):
+            out[f"spectral/{name}"] = float(torch.linalg.matrix_norm(m.weight.detach().float(), ord=2))
+    convs = [v for k, v in out.items() if k.startswith("spectral/features.")]
+    if convs:
+        out["spectral/max_conv"] = max(convs)
+    return out
 
 
 @torch.no_grad()
@@ -229,10 +338,18 @@ def build_critic(cfg: SRTrainConfig, crop_seed: int) -> SRCritic:
 
 def required_files(cfg: SRTrainConfig, fresh: bool = True) -> tuple[dict[str, str], dict[str, str]]:
     """(weights, checkpoints) a run of ``cfg`` reads, by config key, for ``check_run_files``: VGG-19 when
-    stage gan has the VGG term, ``train.init_from`` when stage gan starts ``fresh`` (not resumed)."""
+    stage gan has the VGG term, ``train.init_from`` when stage gan starts ``fresh`` (not resumed): a ``.pt``
+    as a checkpoint, anything else (a released ``.safetensors``, a folder holding ``model.safetensors``, a
+    model name of the manifest) as a weights file."""
     gan = cfg.train.stage == "gan"
     weights = {"loss.vgg_weights_file": cfg.loss.vgg_weights_file} if gan and cfg.loss.vgg_loss_weight > 0 else {}
-    checkpoints = {"train.init_from": cfg.train.init_from} if gan and fresh and cfg.train.init_from else {}
+    checkpoints = {}
+    init = cfg.train.init_from
+    if gan and fresh and init:
+        if Path(init).suffix == ".pt":
+            checkpoints["train.init_from"] = init
+        else:
+            weights["train.init_from"] = str(Path(init) / "model.safetensors") if Path(init).is_dir() else init
     return weights, checkpoints
 
 
@@ -241,12 +358,71 @@ def objective(cfg: SRTrainConfig) -> str:
     if cfg.train.stage != "gan":
         return f"{cfg.loss.pretrain_pixel} pixel loss"
     loss = cfg.loss
+    adv = "hinge" if loss.adversarial == "hinge" else f"wgan(gp {loss.gp_weight:g})"
     terms = [
         (f"{loss.content_weight:g}*{loss.pixel}", loss.content_weight),
         (f"{loss.vgg_loss_weight:g}*VGG19(conv5_4)", loss.vgg_loss_weight),
-        (f"{loss.adv_weight:g}*hinge", loss.adv_weight),
+        (f"{loss.adv_weight:g}*{adv}", loss.adv_weight),
     ]
     return " + ".join(t for t, w in terms if w > 0)
+
+
+# Without a perceptual term the pixel term alone must hold the generator near the image: the adversarial weight
+# may be at most this fraction of the content weight (configs/sr_gan_l1adv.yaml: 0.005 of it; the
+# paper's weights minus VGG: 10x the content weight, which diverges within a few hundred steps).
+MAX_ADV_TO_CONTENT_WITHOUT_VGG = 0.1
+
+
+def objective_warning(cfg: SRTrainConfig) -> str | None:
+    """The one warning line for a stage-gan objective whose weights need the perceptual term it lacks, else None.
+
+    Rule: stage gan, ``loss.vgg_loss_weight == 0`` and ``loss.adv_weight > MAX_ADV_TO_CONTENT_WITHOUT_VGG *
+    loss.content_weight`` (the paper's 0.01 * L1 + 0.1 * hinge is 100x over; configs/sr_gan_l1adv.yaml's
+    1 * L1 + 0.005 * hinge is under).
+    """
+    loss = cfg.loss
+    if cfg.train.stage != "gan" or loss.vgg_loss_weight > 0 or loss.adv_weight == 0:
+        return None
+    limit = MAX_ADV_TO_CONTENT_WITHOUT_VGG * loss.content_weight
+    if loss.adv_weight <= limit:
+        return None
+    return (
+        f"stage gan without a perceptual term (loss.vgg_loss_weight=0) and loss.adv_weight {loss.adv_weight:g} > "
+        f"{MAX_ADV_TO_CONTENT_WITHOUT_VGG:g} x loss.content_weight {loss.content_weight:g}: nothing but the pixel "
+        "term holds the generator to the image, and this adversarial weight pulls it away (the paper's weights "
+        "without VGG fall to ~7 dB in 300 steps); use configs/sr_gan_l1adv.yaml (1 * L1 + 0.005 * hinge) or the "
+        "VGG-19 term"
+    )
+
+
+def load_init_from(cfg: SRTrainConfig) -> tuple[dict[str, torch.Tensor], str]:
+    """(generator state dict, description for the log) of ``train.init_from``, loaded by
+    ``sr_app.infer.load_generator``: an sr-train checkpoint (.pt, its EMA generator), a released model
+    (``.safetensors`` + ``.json``, a folder holding ``model.safetensors``) or a manifest model name.
+
+    Raises:
+        FileNotFoundError: the file or its JSON config is missing.
+        ValueError: one line: not a generator file, non-finite weights, or a generator of another
+            architecture than ``model.channels`` / ``model.num_blocks`` / ``data.scale``.
+    """
+    from .infer import load_generator
+
+    init = cfg.train.init_from
+    try:
+        G0, meta = load_generator(init)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"train.init_from: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"train.init_from: {e}") from None
+    have = (G0.image_to_features.out_channels, len(G0.features), G0.scale)
+    want = (cfg.model.channels, cfg.model.num_blocks, cfg.data.scale)
+    if have != want:
+        raise ValueError(
+            f"train.init_from: {init} is a {have[0]}-channel {have[1]}-block x{have[2]} generator; this config "
+            f"builds {want[0]} channels, {want[1]} blocks, x{want[2]} (model.channels, model.num_blocks, data.scale)"
+        )
+    kind = "EMA generator of an sr-train checkpoint" if str(meta["source"]).endswith(".pt") else "released model"
+    return G0.state_dict(), f"{kind}, sha256 {meta['sha256'][:12]}"
 
 
 @dataclasses.dataclass
@@ -296,17 +472,24 @@ class Networks:
         return parts
 
 
-def build_networks(cfg: SRTrainConfig, rt: Runtime, log: logging.Logger, fresh: bool) -> Networks:
-    """G (from ``train.init_from`` when stage gan starts ``fresh``), its EMA, the critic and VGG-19 (stage
-    gan) and the optimizers: identical initial weights on every rank; the critic's crops seeded per rank."""
+def build_networks(
+    cfg: SRTrainConfig,
+    rt: Runtime,
+    log: logging.Logger,
+    fresh: bool,
+    init: tuple[dict[str, torch.Tensor], str] | None = None,
+) -> Networks:
+    """G (from ``train.init_from`` when stage gan starts ``fresh``: ``init`` as ``load_init_from`` returns it,
+    loaded here when None), its EMA, the critic and VGG-19 (stage gan) and the optimizers: identical initial
+    weights on every rank; the critic's crops seeded per rank."""
     gan = cfg.train.stage == "gan"
     gdist.seed_everything(cfg.train.seed)
     G = build_generator(cfg)
     D = build_critic(cfg, crop_seed=cfg.train.seed + 7919 * rt.info.rank + 1) if gan else None
     if gan and fresh and cfg.train.init_from:
-        weights, key = generator_weights(load_checkpoint(cfg.train.init_from))
+        weights, what = init if init is not None else load_init_from(cfg)
         G.load_state_dict(weights)
-        log.info("generator initialised from %s (%s)", cfg.train.init_from, key)
+        log.info("generator initialised from %s (%s)", cfg.train.init_from, what)
     elif gan and fresh:
         log.warning("stage gan without train.init_from: the generator starts from scratch, not from a pretrain run")
     fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
@@ -385,19 +568,24 @@ def describe_run(cfg: SRTrainConfig, rt: Runtime, data: Data, start: int) -> str
 # -- validation and checkpoints -------------------------------------------------------------------------
 def validate(cfg: SRTrainConfig, nets: Networks, data: Data, rt: Runtime, run: LoopState, logger: RunLogger,
              run_dir: Path) -> bool:  # fmt: skip
-    """Rank 0: Y-PSNR / Y-SSIM of the EMA generator per validation set, logged (and a sample grid every
-    ``sample_every`` steps). Every rank: True when the first set's PSNR is a new best (``run.best``)."""
+    """Rank 0: Y-PSNR / Y-SSIM (NIQE, LPIPS) of the EMA generator per validation set, logged (and a sample grid
+    every ``sample_every`` steps); with ``log.critic_spectral`` a ``critic`` row of the critic's spectral norms.
+    Every rank: True when the first set's PSNR is a new best (``run.best``)."""
     res = {}
     if rt.info.is_main and data.val_sets:
-        res = evaluate(nets.ema.module, data.val_sets, rt, cfg.data.scale, data.bicubic, cfg.log.niqe)
+        res = evaluate(nets.ema.module, data.val_sets, rt, cfg.data.scale, data.bicubic, cfg.log.niqe, cfg.log.lpips)
         for name, r in res.items():
             logger.metrics(run.step, "val", {"dataset": name, **r}, tb_prefix=f"val/{name}")
             niqe = f", NIQE {r['niqe']:.3f}" if "niqe" in r else ""
+            niqe += f", LPIPS {r['lpips']:.4f}" if "lpips" in r else ""
             logger.log.info("step %d val %s: Y-PSNR %.3f dB (bicubic %.3f), Y-SSIM %.4f%s", run.step, name,
                             r["psnr_y"], r["bicubic_psnr_y"], r["ssim_y"], niqe)  # fmt: skip
         if run.step % cfg.log.sample_every == 0 or run.step == cfg.train.steps:
             samples = run_dir / "samples" / f"step_{run.step:08d}.png"
             save_samples(nets.ema.module, data.val_sets, rt, cfg.data.scale, samples)
+    if rt.info.is_main and cfg.log.critic_spectral and nets.D is not None:
+        logger.metrics(run.step, "critic", critic_spectral_norms(gdist.unwrap(nets.D), cfg.log.critic_spectral_iters),
+                       tb_prefix="critic")  # fmt: skip
     first = next(iter(res.values()), None)
     improved = bool(first and first["psnr_y"] > run.best)
     if improved:
@@ -449,6 +637,8 @@ def train(
     ckpts = CheckpointManager(run_dir / "ckpt", cfg.log.keep_last)
     ckpt_path, state = resume_state(ckpts, resume, CKPT_FORMAT, cfg, RESUME_MUTABLE)
     check_run_files(*required_files(cfg, fresh=state is None))
+    gan_init = state is None and cfg.train.stage == "gan" and cfg.train.init_from
+    init = load_init_from(cfg) if gan_init else None  # before any work: a file that does not fit stops here
     rt = training_runtime(cfg.train.device, cfg.train.precision, cfg.train.channels_last, cfg.train.compile)
     if rt.info.world_size > 1 and cfg.train.batch_size % rt.info.world_size:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {rt.info.world_size} ranks")
@@ -459,7 +649,7 @@ def train(
         try:
             if rt.info.is_main:
                 save_yaml(cfg, run_dir / "config.yaml")
-            result = _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after)
+            result = _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after, init)
             finished = True
             return result
         finally:
@@ -467,18 +657,21 @@ def train(
             gdist.cleanup(rt.info, sync=finished)
 
 
-def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) -> TrainResult:
+def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after, init=None) -> TrainResult:
     log, gan = logger.log, cfg.train.stage == "gan"
 
     # Build the data and the networks; restore a checkpoint's state; wrap for DDP.
     start = int(state["step"]) if state else 0
     data = build_data(cfg, rt.info, start)
-    nets = build_networks(cfg, rt, log, fresh=state is None)
+    nets = build_networks(cfg, rt, log, fresh=state is None, init=init)
     run = restore(cfg, nets, state, rt.info, log)
     if state is not None:
         log.info("resumed from %s at step %d", ckpt_path, start)
     wrap_for_ddp(nets, rt)
     log.info(describe_run(cfg, rt, data, start))
+    warning = objective_warning(cfg)
+    if warning:
+        log.warning(warning)
     if rt.compiled:
         log.info("compiled: %s", compile_networks(cfg, nets, rt))
 
@@ -489,6 +682,7 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
         nets.D.train()
     with LoaderBatches(data.loader) as batches:  # its worker processes end with the loop
         while run.step < end:
+            t_step = time.perf_counter()
             batch = next(batches)
             rt.begin_step()
             lr, hr = rt.to_device(batch["lr"]), rt.to_device(batch["hr"])
@@ -501,12 +695,16 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
             else:
                 with rt.autocast():
                     fake = nets.G(lr)
-                losses = d_step(nets.D, hr, fake, nets.opt_d, rt)
+                losses = d_step(nets.D, hr, fake, nets.opt_d, rt, cfg.loss.adversarial, cfg.loss.gp_weight)
+                if cfg.log.grad_norms:
+                    losses["d_grad_norm"] = grad_norm(nets.D)
                 (d_nonfinite,) = all_ranks_max(not all_finite(losses), device=rt.device)
                 if not d_nonfinite:
                     nets.opt_d.step()
                     refresh_norm_constants(nets.D)  # constants follow every critic update
                 losses.update(g_step(gdist.unwrap(nets.D), fake, hr, nets.opt_g, nets.vgg, cfg.loss, rt))
+            if cfg.log.grad_norms:
+                losses["g_grad_norm"] = grad_norm(nets.G)
             nonfinite, stop_signal = all_ranks_max(not all_finite(losses), stop.signum, device=rt.device)
             if not nonfinite:
                 nets.opt_g.step()
@@ -517,6 +715,7 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
             diverged = run.streak.update(bool(nonfinite))
             if nonfinite:
                 log.warning(run.streak.warning(run.step, values))
+                logger.metrics(run.step, "nonfinite", {**values, "streak": run.streak.count})
             if diverged:
                 save_checkpoint(cfg, nets, run, rt, ckpts, log)
                 gdist.barrier()  # no rank exits (and has its launcher end the others) before the file is written
@@ -526,9 +725,10 @@ def _train(cfg, run_dir, rt, ckpts, state, ckpt_path, logger, stop, stop_after) 
             nets.sched_g.step()
             if nets.sched_d is not None:
                 nets.sched_d.step()
+            values["step_s"] = time.perf_counter() - t_step  # this step's wall time: data, updates, EMA
 
             # Log: the progress bar every step; mean losses, lr, critic constants and speed every log_every steps.
-            logger.record(run.step, values, show=("pixel", "d_hinge", "g_total"))
+            logger.record(run.step, values, show=("pixel", "d_hinge", "d_wgan", "g_total"))
             if run.step % cfg.log.log_every == 0 or run.step == end:
                 extra = {"lr_g": nets.opt_g.param_groups[0]["lr"]}
                 if nets.D is not None:

@@ -1,4 +1,5 @@
-"""Losses on known inputs; VGG-19 features against torchvision's own network."""
+"""Losses on known inputs (hinge, WGAN, the gradient penalty on critics whose input gradients are known);
+VGG-19 features against torchvision's own network."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import pytest
 import torch
 from torchvision.models import vgg19
 
-from gan_core.losses import VGG19Features, d_hinge_loss, feature_matching_loss, g_hinge_loss, pixel_loss
+from gan_core.losses import (
+    VGG19Features,
+    d_hinge_loss,
+    d_wgan_loss,
+    feature_matching_loss,
+    g_hinge_loss,
+    gradient_penalty,
+    pixel_loss,
+)
 from gan_core.weights import WeightsError
 
 
@@ -16,6 +25,44 @@ def test_hinge_known_values():
     assert float(d_hinge_loss(real, fake)) == pytest.approx(5 / 6 + 1)
     assert float(g_hinge_loss(fake)) == pytest.approx(1 / 3)
     assert d_hinge_loss(real.bfloat16(), fake.bfloat16()).dtype == torch.float32
+
+
+def test_wgan_known_values():
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-2.0, 0.0, 1.0])
+    assert float(d_wgan_loss(real, fake)) == pytest.approx(-1 / 3 - 0.5)  # mean fake - mean real
+    assert d_wgan_loss(real.bfloat16(), fake.bfloat16()).dtype == torch.float32
+
+
+def test_gradient_penalty_of_a_linear_critic_is_its_weight_norm_minus_one_squared():
+    """D(x) = <w, x> has gradient w at every x: the penalty is (||w|| - 1)^2 whatever the interpolates."""
+    w = torch.zeros(3, 4, 4)
+    w[0, 0, :3] = torch.tensor([1.0, 2.0, 2.0])  # ||w|| = 3
+
+    def critic(x):
+        return (x * w).flatten(1).sum(1, keepdim=True)
+
+    real, fake = torch.rand(5, 3, 4, 4), torch.rand(5, 3, 4, 4)
+    assert float(gradient_penalty(critic, real, fake)) == pytest.approx(4.0)
+    assert float(gradient_penalty(lambda x: critic(x) / 3, real, fake)) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_gradient_penalty_is_taken_at_per_sample_interpolates_and_reaches_the_critic_parameters():
+    """D(x) = c/2 ||x||^2 has gradient c x: the penalty at x = a real + (1 - a) fake, one a per sample drawn
+    from the given generator, and its derivative in c (the penalty is part of the critic's loss)."""
+    c = torch.tensor(0.7, requires_grad=True)
+
+    def critic(x):
+        return 0.5 * c * x.flatten(1).square().sum(1, keepdim=True)
+
+    real, fake = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    penalty = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(3))
+    a = torch.rand(4, 1, 1, 1, generator=torch.Generator().manual_seed(3))
+    norms = (a * real + (1 - a) * fake).flatten(1).norm(dim=1)
+    assert float(penalty.detach()) == pytest.approx(float(((0.7 * norms - 1) ** 2).mean()), rel=1e-5)
+    (dc,) = torch.autograd.grad(penalty, c)
+    assert float(dc) == pytest.approx(float((2 * (0.7 * norms - 1) * norms).mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="same shape"):
+        gradient_penalty(critic, real, fake[:2])
 
 
 def test_pixel_and_feature_matching():
