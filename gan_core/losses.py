@@ -35,7 +35,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def d_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Critic hinge loss ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))`` (ALGORITHMS.md c.3)."""
+    """Critic hinge loss ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))`` (docs/algorithms.md §3.3)."""
     return F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()
 
 
@@ -103,7 +103,7 @@ class VGG19Features(nn.Module):
         weights: path or manifest name of torchvision's ImageNet weights (``vgg19-dcbb9e9d.pth``), resolved
             by ``gan_core.weights`` (never random weights: missing files raise a clear error).
         imagenet_normalize: map [0, 1] inputs with the ImageNet mean / std first (SR). SPADE feeds its
-            [-1, 1] images unnormalized (its code's quirk, ALGORITHMS.md d.4): pass False.
+            [-1, 1] images unnormalized (its code's quirk, docs/algorithms.md §4.4): pass False.
 
     Input: (B, 3, H, W) RGB. Output: list of feature maps in ``layers`` order.
     """

@@ -1,4 +1,4 @@
-"""SAN-SRGAN training configuration (defaults = the paper preset, docs/algorithms.md c.6-c.7).
+"""SAN-SRGAN training configuration (defaults = the paper preset, docs/algorithms.md §3.6-§3.7).
 
 Sections: ``data``, ``model``, ``loss``, ``optim``, ``train``, ``log``. Presets live in ``configs/``;
 any key can be overridden with ``--set section.key=value``. Rules that join two sections (WGAN-GP needs
@@ -23,7 +23,7 @@ class DataConfig:
     scale: int = 4
     lr_patch: int = 40  # LR crop; HR crop = lr_patch * scale (160)
     hflip: bool = True
-    dequantize: bool = True  # x <- (255 x + U[0, 1)) / 256 on LR and HR (official loader, ALGORITHMS.md c.4)
+    dequantize: bool = True  # x <- (255 x + U[0, 1)) / 256 on LR and HR (official loader, docs/algorithms.md §3.4)
     cache_images: bool = True  # decode every image (and make its LR) once, keep them in memory
     exclude: list[str] = field(default_factory=list)  # file stems to leave out (e.g. 302003: Set5 'woman')
     num_workers: int = 0

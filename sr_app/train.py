@@ -1,6 +1,6 @@
 """sr-train: SAN-SRGAN training (stage ``pretrain``: pixel loss; stage ``gan``: L1 + VGG + hinge).
 
-Per iteration of stage gan (docs/algorithms.md c.6, with one generator forward instead of the official two:
+Per iteration of stage gan (docs/algorithms.md §3.6, with one generator forward instead of the official two:
 G does not change between the critic step and the generator step, so the output is the same):
 
 1. ``fake = G(lr)``.

@@ -1,4 +1,4 @@
-"""SPADE building blocks (Park et al., CVPR 2019), re-implemented from the paper and ALGORITHMS.md d.2.
+"""SPADE building blocks (Park et al., CVPR 2019), re-implemented from the paper and docs/algorithms.md §4.2.
 
 SPADE(x, seg): parameter-free BatchNorm of x (SyncBatchNorm under DDP, via
 ``nn.SyncBatchNorm.convert_sync_batchnorm``), then ``x_norm * (1 + gamma(seg)) + beta(seg)`` where the

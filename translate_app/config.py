@@ -1,4 +1,4 @@
-"""SAN-SPADE training configuration (defaults = the SAN-SPADE paper preset, ALGORITHMS.md d).
+"""SAN-SPADE training configuration (defaults = the SAN-SPADE paper preset, docs/algorithms.md §4).
 
 Sections: ``data``, ``model``, ``loss``, ``optim``, ``train``, ``log``; presets in ``configs/``
 (``san_spade_paper.yaml``, ``spade_paper.yaml``, ``spade_tiny.yaml``).

@@ -1,4 +1,4 @@
-"""Cityscapes for SAN-SPADE (SPADE's ``cityscapes`` dataset mode, ALGORITHMS.md d.1).
+"""Cityscapes for SAN-SPADE (SPADE's ``cityscapes`` dataset mode, docs/algorithms.md §4.1).
 
 Standard tree: ``leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png`` and
 ``gtFine/<split>/<city>/<frame>_gtFine_labelIds.png`` / ``_gtFine_instanceIds.png``. Everything is resized

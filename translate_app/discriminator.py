@@ -1,4 +1,4 @@
-"""SPADE's multi-scale PatchGAN critic and its SAN version (ALGORITHMS.md d.3).
+"""SPADE's multi-scale PatchGAN critic and its SAN version (docs/algorithms.md §4.3).
 
 Each scale: conv4x4/s2 (39 -> 64, bias) -> LReLU(0.2); conv4x4/s2 (64 -> 128) -> IN -> LReLU;
 conv4x4/s2 (128 -> 256) -> IN -> LReLU; conv4x4/s1 (256 -> 512) -> IN -> LReLU; conv4x4/s1 (512 -> 1, bias).

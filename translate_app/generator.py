@@ -1,4 +1,4 @@
-"""SPADE generator without the VAE (ALGORITHMS.md d.2): 93,048,003 parameters at ngf 64, 'more' upsampling.
+"""SPADE generator without the VAE (docs/algorithms.md §4.2): 93,048,003 parameters at ngf 64, 'more' upsampling.
 
 Semantic map (B, 36, H, W) (one-hot labels + instance edges) -> image (B, 3, H, W) in [-1, 1] (tanh).
 The map, resized (nearest) to the latent grid H/2^k x W/2^k (k = 5, 6 or 7 upsamplings for 'normal',

@@ -1,6 +1,6 @@
 """translate-train: SAN-SPADE (and SPADE) on Cityscapes label maps.
 
-Per iteration (SPADE's order, ALGORITHMS.md d.5):
+Per iteration (SPADE's order, docs/algorithms.md §4.5):
 
 1. Generator step (``g_step``): ``fake = G(seg)``; the critic scores concat(seg, fake) and concat(seg,
    real) in one call (fake and real stacked along the batch); loss = hinge (-D(fake), averaged over the

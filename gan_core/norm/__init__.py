@@ -16,7 +16,7 @@ Public API::
 Options are validated once, by ``SANOptions`` / ``SNOptions`` / ``BSSNOptions`` / ``NoNormOptions``
 (:mod:`gan_core.norm.options`). SAN's two algorithms (certified on CPU, dense on accelerators) are described
 in ``sparsity_aware``, the dense refresh in ``san_dense`` (Triton kernels: ``san_triton``; device draws:
-``san_draws``). See ../shared/docs/ALGORITHMS.md (a), (b) for the maths and the choices made.
+``san_draws``). See docs/algorithms.md §1, §2 for the maths and the choices made.
 
 Errors raised while converting, in a normalization's hook or in a refresh are ``CriticNormError``s naming the
 layer; ``CriticNormWarning`` is the category of the warnings (skipped layer types, replaced padding modes, a

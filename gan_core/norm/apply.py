@@ -1,6 +1,6 @@
 """Attach a critic normalization to every Conv2d / Linear of a module, and refresh it once per step.
 
-``apply_critic_norm(D, "san")`` converts D in place (ALGORITHMS.md b.4):
+``apply_critic_norm(D, "san")`` converts D in place (docs/algorithms.md §2.4):
 
 | kind   | Conv2d                                              | Linear             |
 |--------|-----------------------------------------------------|--------------------|

@@ -1,6 +1,6 @@
 """Bidirectional scaled spectral normalization (BSSN; Lin, Sekar & Fanti, NeurIPS 2021) for conv layers.
 
-Two matrix views of a conv weight W of shape (m, n, kh, kw) (ALGORITHMS.md b.3):
+Two matrix views of a conv weight W of shape (m, n, kh, kw) (docs/algorithms.md §2.3):
 
     sigma_1 = || W reshaped to (m, n*kh*kw) ||_2      (out-channel view, the usual SN_w)
     sigma_2 = || W reshaped to (n, m*kh*kw) ||_2      (in-channel view)

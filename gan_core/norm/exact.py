@@ -3,7 +3,7 @@
 For a stride-1 circular conv on an H x W grid, the operator is block-diagonalised by the 2-D DFT: at
 each frequency (u, v) it acts as the m x n complex matrix ``P[u, v] = [DFT_{H,W}(w_ij)[u, v]]_ij``, so
 
-    ||W||_2 = max_{u,v} sigma_max(P[u, v])                                   (ALGORITHMS.md b.2)
+    ||W||_2 = max_{u,v} sigma_max(P[u, v])                                   (docs/algorithms.md §2.2)
 
 (the one-sided half of the frequencies suffices: conjugate frequencies give conjugate matrices).
 A stride-s conv equals a stride-1 conv on the (H/s) x (W/s) grid of the s^2 polyphase components of

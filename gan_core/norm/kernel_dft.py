@@ -144,7 +144,7 @@ def peak_basis(kh: int, kw: int, dh: int, dw: int, H: int, W: int, sh: int, sw: 
     :func:`dft_basis`), so ``|DFT(w)|^2 = (w @ B[:, 0])^2 + (w @ B[:, 1])^2``. With a stride (sh, sw)
     dividing (H, W) (the exact strided value): the full grid split into A = sh*sw planes of
     F' = (H/sh) * (W/sw) frequencies, plane (p, q) holding (u' + p H/sh, v' + q W/sw), so the mean over
-    ``a`` of ``|DFT|^2`` is the aliased mean power of ALGORITHMS.md a.2. Cached (shared: do not modify).
+    ``a`` of ``|DFT|^2`` is the aliased mean power of docs/algorithms.md §1.2. Cached (shared: do not modify).
     """
     T = kh * kw
     if (sh, sw) == (1, 1):

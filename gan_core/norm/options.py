@@ -203,7 +203,7 @@ class SANOptions(NormOptions):
         gain: compensation g > 0 (finite), or ``"auto"`` for eq. 9 per layer.
         update_every: recompute the constant on every k-th refresh (critic step), k >= 1.
         momentum: EMA factor in [0, 1) (0 = none; the first value is bias-free).
-        legacy_fft_norm: the official torch.fft port's quantity (ALGORITHMS.md a.6), A/B comparisons only.
+        legacy_fft_norm: the official torch.fft port's quantity (docs/algorithms.md §1.6), A/B comparisons only.
         strided: ``"bound"`` (Lemma 1 on the input grid) or ``"exact"`` (aliased RMS on divisible grids).
         eps: added to the constant, >= 0.
         seed: seed of the sampling draws (each layer mixes it with its name).

@@ -1,6 +1,6 @@
 """The dense SAN refresh: every (sampled) kernel on the device, static shapes, no host synchronization.
 
-Same constant as the certified path of ``sparsity_aware`` (paper eq. 8, Lemma 1; ALGORITHMS.md a.2):
+Same constant as the certified path of ``sparsity_aware`` (paper eq. 8, Lemma 1; docs/algorithms.md §1.2):
 
     c = max_{(i,j) in block} max_{u,v} |DFT_{H,W}(w_ij)[u, v]|,     s <- [EMA] (g c + eps)
 

@@ -1,7 +1,7 @@
 """SAN as a weight parametrization of a circular-padded Conv2d: ``weight -> weight / s``.
 
 ``s = g * ||W||_{0,inf} + eps`` (optionally an EMA of it) is a buffer, refreshed explicitly once per
-critic step by ``refresh_norm_constants`` (ALGORITHMS.md a.4, "explicit refresh") and treated as a
+critic step by ``refresh_norm_constants`` (docs/algorithms.md §1.4, "explicit refresh") and treated as a
 constant by autograd, so the gradient reaching the raw weight is the normal gradient divided by s.
 The layer records its input size with a forward pre-hook: the constant is defined on that grid (a grid
 smaller than the kernel is fine: the kernel wraps around it, as the circular conv does). In training mode a

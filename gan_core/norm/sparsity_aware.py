@@ -9,7 +9,7 @@ the complex modulus of the 2-D DFT of each kernel zero-padded to the layer's *in
 over all kernels and frequencies (a kernel larger than the grid, e.g. a 3x3 conv on the 2x2 grid deep in
 a critic, is wrapped around it, as the circular-padded conv itself does: ``kernel_dft.check_input_grid``).
 The normalized weight is ``W / (g * ||W||_{0,inf})`` (g: eq. 9 gain when only a fraction r of the kernels
-is sampled). See ../shared/docs/ALGORITHMS.md (a) for the
+is sampled). See docs/algorithms.md §1 for the
 derivation, the strided variant and the bug of the official torch.fft port (a.6), which
 ``legacy_fft_norm=True`` reproduces for A/B comparisons only.
 
@@ -149,7 +149,7 @@ def kernel_peaks(
         strided: ``"bound"``: Lemma 1 on the input grid, an upper bound for strided convs (the official
             choice). ``"exact"``: for stride s with H, W divisible by s, the exact value
             ``max_{u,v} sqrt(mean_t |DFT(w)[(u,v) + t (H/s, W/s)]|^2)`` over the s^2 aliased frequencies
-            (ALGORITHMS.md a.2); grids not divisible by s use the bound.
+            (docs/algorithms.md §1.2); grids not divisible by s use the bound.
         chunk_bytes: bound on the transform buffer (kernels are processed in chunks).
 
     Returns:
@@ -245,7 +245,7 @@ def san_constant(
 def legacy_san_constant(
     weight: torch.Tensor, input_size: tuple[int, int], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> torch.Tensor:
-    """What the official SANGAN torch.fft port computes (ALGORITHMS.md a.6); for A/B comparisons only.
+    """What the official SANGAN torch.fft port computes (docs/algorithms.md §1.6); for A/B comparisons only.
 
     The official ``W_`` pads the kernel with ``F.pad(w, (0, H - kh, 0, W - kw))`` (a transposed
     W x H grid for square kernels), takes ``torch.fft.fft2`` and then ``torch.norm(p=2, dim=-1)``,

@@ -22,7 +22,7 @@ HOST_DATA = {"tensor", "as_tensor", "from_numpy"}  # tensors made from host data
 
 
 def fft_oracle(w: torch.Tensor, size, stride=(1, 1), dilation=(1, 1), exact=False) -> float:
-    """max |DFT| (or the aliased RMS of ALGORITHMS.md a.2) of every kernel, from a float64 full-grid FFT."""
+    """max |DFT| (or the aliased RMS of docs/algorithms.md §1.2) of every kernel, from a float64 full-grid FFT."""
     H, W = size
     w = w.detach().double()
     if dilation != (1, 1):

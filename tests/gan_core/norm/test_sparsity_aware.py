@@ -45,7 +45,7 @@ def test_lemma1_matches_brute_force(k, H, W):
 
 
 def test_one_sparse_maximiser_attains_the_constant():
-    """The cosine at the arg-max frequency in the arg-max input channel reaches the bound (ALGORITHMS a.2)."""
+    """The cosine at the arg-max frequency in the arg-max input channel reaches the bound (docs/algorithms.md §1.2)."""
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
     H, W = 10, 12
     spec = torch.fft.fft2(w, s=(H, W)).abs()
@@ -104,7 +104,7 @@ def test_dilation():
 
 @pytest.mark.parametrize(
     ("num_filters", "ratio", "expected"),
-    # ALGORITHMS.md a.5 table (computed there from the harmonic numbers)
+    # docs/algorithms.md §1.5 table (computed there from the harmonic numbers)
     [
         (4096, 0.25, 1.1846),
         (192, 0.5, 1.134),
@@ -161,7 +161,7 @@ def official_port(weight: torch.Tensor, input_size) -> torch.Tensor:
 
 
 def numpy_restatement(weight: np.ndarray, H: int, W: int) -> float:
-    """ALGORITHMS.md a.6 in words: kernel padded to (kh + W - kw) x (kw + H - kh), 2-D DFT, L2 norm over
+    """docs/algorithms.md §1.6 in words: kernel padded to (kh + W - kw) x (kw + H - kh), 2-D DFT, L2 norm over
     the last frequency axis (energy of a row of frequencies), max over everything."""
     m, n, kh, kw = weight.shape
     padded = np.zeros((m, n, kh + W - kw, kw + H - kh))
