@@ -33,6 +33,7 @@ __all__ = [
     "default_model_name",
     "known_names",
     "load_manifest",
+    "release_paths",
     "resolve_weights",
     "sha256_file",
     "unknown_name_message",
@@ -137,6 +138,21 @@ def default_model_name(key: str = "default_sr_model") -> str:
 
 
 _VERIFIED: dict[tuple[str, int, float], str] = {}
+
+
+def release_paths(out: str | Path, tool: str) -> tuple[Path, Path]:
+    """(weights ``.safetensors``, config ``.json``) of a released model written by ``tool`` (sr-export,
+    translate-export) to ``out``. A path without suffix gets ``.safetensors``; any other suffix is refused
+    (ValueError naming ``tool``), so that ``m.pt`` is never written as ``m.safetensors`` behind the user's back."""
+    out = Path(out)
+    if not out.suffix:
+        out = out.with_name(out.name + ".safetensors")
+    elif out.suffix != ".safetensors":
+        raise ValueError(
+            f"{out}: {tool} writes a .safetensors file (and its .json config beside it); give a path ending in "
+            ".safetensors or without a suffix"
+        )
+    return out, out.with_suffix(".json")
 
 
 def sha256_file(path: Path) -> str:

@@ -266,19 +266,10 @@ def load_manifest_default() -> str:
 
 
 def export_paths(out: str | Path) -> tuple[Path, Path]:
-    """(weights ``.safetensors``, config ``.json``) that :func:`export_generator` writes for ``out``.
+    """(``.safetensors``, ``.json``) that sr-export writes for ``out``: :func:`gan_core.weights.release_paths`."""
+    from gan_core.weights import release_paths
 
-    A path without suffix gets ``.safetensors``; any other suffix is refused (ValueError), so that
-    ``m.pt`` is never written as ``m.safetensors`` behind the user's back."""
-    out = Path(out)
-    if not out.suffix:
-        out = out.with_name(out.name + ".safetensors")
-    elif out.suffix != ".safetensors":
-        raise ValueError(
-            f"{out}: sr-export writes a .safetensors file (and its .json config beside it); give a path ending in "
-            ".safetensors or without a suffix"
-        )
-    return out, out.with_suffix(".json")
+    return release_paths(out, "sr-export")
 
 
 def export_generator(

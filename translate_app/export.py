@@ -42,16 +42,10 @@ LABEL_ENCODING = {
 
 
 def export_paths(out: str | Path) -> tuple[Path, Path]:
-    """(``.safetensors``, ``.json``) for ``out``; no suffix gets ``.safetensors``, another suffix is a ValueError."""
-    out = Path(out)
-    if not out.suffix:
-        out = out.with_name(out.name + ".safetensors")
-    elif out.suffix != ".safetensors":
-        raise ValueError(
-            f"{out}: translate-export writes a .safetensors file (and its .json config beside it); give a path "
-            "ending in .safetensors or without a suffix"
-        )
-    return out, out.with_suffix(".json")
+    """(``.safetensors``, ``.json``) translate-export writes for ``out`` (:func:`gan_core.weights.release_paths`)."""
+    from gan_core.weights import release_paths
+
+    return release_paths(out, "translate-export")
 
 
 def export_config(info: ModelInfo, dtype: torch.dtype, name: str | None = None) -> dict:
